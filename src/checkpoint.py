@@ -1,0 +1,108 @@
+"""Official (detrex/detectron2) state_dict <-> port parameter names.
+
+The official model exposes some tensors under several keys (80 aliases in the R50 model):
+``transformer.decoder.class_embed.i`` / ``bbox_embed.i`` are the top-level heads, and
+``enhance_MCSP_layerlist.k`` / ``transformer.encoder.enhance_MCSP.k`` are ``class_embed.6``.
+The port keeps one parameter per tensor; ``official_to_port`` consumes every key, loads one
+tensor per alias group and checks that the aliases hold the same values.
+"""
+import re
+
+import numpy as np
+
+_PREFIX_RULES = [
+    (r"^class_embed\.(\d+)\.", r"transformer.decoder.class_embed.\1."),
+    (r"^bbox_embed\.(\d+)\.", r"transformer.decoder.bbox_embed.\1."),
+    (r"^transformer\.alpha$", "transformer.token_selector.alpha"),
+    (r"^transformer\.enc_mask_predictor\.", "transformer.token_selector.mask_predictor."),
+    (r"\.attentions\.0\.attn\.", ".attentions.0."),
+    # detectron2 ResNet -> mindcv ResNet
+    (r"^backbone\.stem\.conv1\.norm\.", "backbone.bn1."),
+    (r"^backbone\.stem\.conv1\.", "backbone.conv1."),
+    (r"^backbone\.res(\d)\.(\d+)\.shortcut\.norm\.", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.down_sample.1."),
+    (r"^backbone\.res(\d)\.(\d+)\.shortcut\.", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.down_sample.0."),
+    (r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.norm\.", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}."),
+    (r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}."),
+]
+
+# torch parameter suffix -> MindSpore suffixes tried in order (norms, BatchNorm, Embedding)
+_SUFFIX_ALTERNATIVES = {
+    "weight": ("weight", "gamma", "embedding_table"),
+    "bias": ("bias", "beta"),
+    "running_mean": ("moving_mean",),
+    "running_var": ("moving_variance",),
+}
+
+
+def alias_canonical(key, num_decoder_layers=6):
+    """The canonical official key of an alias, or None if ``key`` is canonical."""
+    m = re.match(r"^transformer\.decoder\.(class_embed|bbox_embed)\.(\d+)\.(.*)$", key)
+    if m:
+        return f"{m[1]}.{m[2]}.{m[3]}"
+    m = re.match(r"^(?:enhance_MCSP_layerlist|transformer\.encoder\.enhance_MCSP)\.\d+\.(.*)$", key)
+    if m:
+        return f"class_embed.{num_decoder_layers}.{m[1]}"
+    return None
+
+
+def port_name(key, port_names):
+    """Port parameter name for a canonical official key, or None when nothing matches."""
+    name = key
+    for pattern, repl in _PREFIX_RULES:
+        name = re.sub(pattern, repl, name)
+    stem, _, suffix = name.rpartition(".")
+    for alt in _SUFFIX_ALTERNATIVES.get(suffix, (suffix,)):
+        candidate = f"{stem}.{alt}"
+        if candidate in port_names:
+            return candidate
+    return None
+
+
+class CheckpointMismatch(ValueError):
+    """Raised with the full lists of unmapped, missing and mismatched names."""
+
+    def __init__(self, unmapped=(), missing=(), mismatched=(), alias_conflicts=()):
+        self.unmapped, self.missing = list(unmapped), list(missing)
+        self.mismatched, self.alias_conflicts = list(mismatched), list(alias_conflicts)
+        parts = []
+        for title, items in (("official keys with no port parameter", self.unmapped),
+                             ("port parameters not filled", self.missing),
+                             ("shape mismatches (name: official -> port)", self.mismatched),
+                             ("aliases whose values differ from their canonical key", self.alias_conflicts)):
+            if items:
+                parts.append(f"{title} ({len(items)}):\n  " + "\n  ".join(map(str, items)))
+        super().__init__("checkpoint does not match the model:\n" + "\n".join(parts))
+
+
+def official_to_port(state_dict, port_shapes, ignore=(), num_decoder_layers=6):
+    """Map an official state_dict {key: array} onto the port's {name: shape}.
+
+    ``ignore``: regexes of official keys that are structure rather than weights (e.g. Swin's
+    ``relative_position_index``); they are consumed without loading. Returns {port name:
+    float32 array}; raises ``CheckpointMismatch`` unless every official key is consumed,
+    every port parameter filled, shapes agree and aliases equal their canonical tensors.
+    """
+    out, unmapped, mismatched, conflicts = {}, [], [], []
+    for key, value in state_dict.items():
+        if any(re.search(p, key) for p in ignore) or key.endswith("num_batches_tracked"):
+            continue
+        canonical = alias_canonical(key, num_decoder_layers)
+        if canonical is not None:
+            if canonical not in state_dict:
+                unmapped.append(f"{key} (alias of missing {canonical})")
+            elif not np.array_equal(np.asarray(value), np.asarray(state_dict[canonical])):
+                conflicts.append(f"{key} != {canonical}")
+            continue
+        name = port_name(key, port_shapes)
+        if name is None:
+            unmapped.append(key)
+            continue
+        value = np.asarray(value)
+        if tuple(value.shape) != tuple(port_shapes[name]):
+            mismatched.append(f"{key}: {tuple(value.shape)} -> {name}: {tuple(port_shapes[name])}")
+            continue
+        out[name] = value.astype(np.float32)
+    missing = [n for n in port_shapes if n not in out]
+    if unmapped or missing or mismatched or conflicts:
+        raise CheckpointMismatch(unmapped, missing, mismatched, conflicts)
+    return out

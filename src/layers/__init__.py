@@ -1,0 +1,1 @@
+"""Reusable building blocks (attention, deformable attention, embeddings, MLPs, box ops)."""

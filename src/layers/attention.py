@@ -1,0 +1,53 @@
+"""Multi-head attention with torch ``nn.MultiheadAttention`` parameter layout."""
+import math
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import XavierUniform, initializer
+
+# Finite "minus infinity": exp() underflows to exactly 0 like -inf, but a fully blocked row
+# gives a uniform row instead of NaN.
+MASK_VALUE = -1e30
+
+
+class MultiheadAttention(nn.Cell):
+    """Batch-first MHA ``out = W_o softmax(QK^T/sqrt(d) + mask) V`` without dropout.
+
+    Parameters: ``in_proj_weight`` (3E,E) and ``in_proj_bias`` (3E) packed q,k,v as torch,
+    ``out_proj.weight``/``out_proj.bias``. ``attn_mask`` (Lq,Lk) and ``key_padding_mask``
+    (B,Lk) are bool with True = blocked.
+    """
+
+    def __init__(self, embed_dim=256, num_heads=8):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.in_proj_weight = Parameter(initializer(XavierUniform(), (3 * embed_dim, embed_dim), ms.float32))
+        self.in_proj_bias = Parameter(Tensor(np.zeros(3 * embed_dim, np.float32)))
+        self.out_proj = nn.Dense(embed_dim, embed_dim)
+        self.out_proj.bias.set_data(Tensor(np.zeros(embed_dim, np.float32)))
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+
+    def _project(self, x, part):
+        e = self.embed_dim
+        w = self.in_proj_weight[part * e:(part + 1) * e]
+        b = self.in_proj_bias[part * e:(part + 1) * e]
+        y = ops.matmul(x, w.T) + b
+        bsz, n, _ = x.shape
+        return y.reshape(bsz, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    def construct(self, query, key, value, attn_mask=None, key_padding_mask=None):
+        q = self._project(query, 0) * self.scale
+        k = self._project(key, 1)
+        v = self._project(value, 2)
+        logits = ops.matmul(q, k.transpose(0, 1, 3, 2))  # (B,H,Lq,Lk)
+        if attn_mask is not None:
+            logits = ops.masked_fill(logits, attn_mask[None, None], MASK_VALUE)
+        if key_padding_mask is not None:
+            logits = ops.masked_fill(logits, key_padding_mask[:, None, None, :], MASK_VALUE)
+        weights = ops.softmax(logits, -1)
+        out = ops.matmul(weights, v).transpose(0, 2, 1, 3)
+        bsz, n = out.shape[0], out.shape[1]
+        return self.out_proj(out.reshape(bsz, n, self.embed_dim))

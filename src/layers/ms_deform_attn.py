@@ -1,0 +1,115 @@
+"""Multi-scale deformable attention (Deformable-DETR / detrex ``MultiScaleDeformableAttention``).
+
+The sampling core -- bilinear sampling of every level at the given locations, weighted sum over
+levels and points -- is the expensive part. ``build_msda_core`` is the single dispatch point that
+chooses its implementation; ``MSDeformAttnCoreReference`` below is the pure-MindSpore one that
+every kernel is tested against.
+"""
+import math
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import XavierUniform, initializer
+
+
+class MSDeformAttnCoreReference(nn.Cell):
+    """Pure-MindSpore sampling core built on ``ops.grid_sample``.
+
+    value (B,S,M,D); spatial_shapes: static tuple of (h,w) per level, levels concatenated
+    row-major in S; sampling_locations (B,Q,M,L,P,2) as (x,y) in [0,1] of each level map
+    (pixel i has its centre at (i+0.5)/w); attention_weights (B,Q,M,L,P). Returns (B,Q,M*D),
+    head-major channels. Bilinear, zero padding outside the map, align_corners=False.
+    """
+
+    def construct(self, value, spatial_shapes, sampling_locations, attention_weights):
+        bsz, _, heads, dim = value.shape
+        _, nq, _, levels, points, _ = sampling_locations.shape
+        grids = sampling_locations * 2.0 - 1.0
+        sampled = []
+        start = 0
+        for lvl in range(levels):
+            h, w = spatial_shapes[lvl]
+            v = value[:, start:start + h * w].transpose(0, 2, 3, 1).reshape(bsz * heads, dim, h, w)
+            g = grids[:, :, :, lvl].transpose(0, 2, 1, 3, 4).reshape(bsz * heads, nq, points, 2)
+            sampled.append(ops.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+            start += h * w
+        stacked = ops.stack(sampled, -2).reshape(bsz * heads, dim, nq, levels * points)
+        weights = attention_weights.transpose(0, 2, 1, 3, 4).reshape(bsz * heads, 1, nq, levels * points)
+        out = (stacked * weights).sum(-1).reshape(bsz, heads * dim, nq)
+        return out.transpose(0, 2, 1)
+
+
+@ms.constexpr
+def level_size_normalizer(spatial_shapes):
+    """(L,2) [w, h] per level: encoder offsets are in pixels of each level."""
+    return Tensor(np.array([[w, h] for h, w in spatial_shapes], np.float32))
+
+
+def build_msda_core(impl="reference"):
+    """The dispatch point for the deformable sampling core.
+
+    ``impl``: 'reference' (pure MindSpore). Custom kernels register here.
+    """
+    if impl == "reference":
+        return MSDeformAttnCoreReference()
+    raise ValueError(f"unknown deformable attention implementation {impl!r}")
+
+
+class MultiScaleDeformableAttention(nn.Cell):
+    """Deformable attention block: projections, location computation, core, output projection.
+
+    ``reference_points`` are (B,Q,L,2) points or (B,Q,L,4) boxes (cx,cy,w,h), normalized.
+    ``value_mask`` (B,S) True = padding: those value rows are zeroed after projection.
+    Returns ``query + output_proj(core)`` (dropout 0).
+    """
+
+    def __init__(self, embed_dim=256, num_heads=8, num_levels=4, num_points=4, impl="reference"):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.num_levels = num_levels
+        self.num_points = num_points
+        self.sampling_offsets = nn.Dense(embed_dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Dense(embed_dim, num_heads * num_levels * num_points)
+        self.value_proj = nn.Dense(embed_dim, embed_dim)
+        self.output_proj = nn.Dense(embed_dim, embed_dim)
+        self.core = build_msda_core(impl)
+        self._init_weights()
+
+    def _init_weights(self):
+        m, lv, p = self.num_heads, self.num_levels, self.num_points
+        self.sampling_offsets.weight.set_data(Tensor(np.zeros(self.sampling_offsets.weight.shape, np.float32)))
+        thetas = np.arange(m, dtype=np.float32) * np.float32(2.0 * math.pi / m)
+        grid = np.stack([np.cos(thetas), np.sin(thetas)], -1)
+        grid = grid / np.abs(grid).max(-1, keepdims=True)
+        grid = np.tile(grid[:, None, None, :], (1, lv, p, 1)) * np.arange(1, p + 1, dtype=np.float32)[None, None, :, None]
+        self.sampling_offsets.bias.set_data(Tensor(grid.reshape(-1).astype(np.float32)))
+        for dense in (self.attention_weights,):
+            dense.weight.set_data(Tensor(np.zeros(dense.weight.shape, np.float32)))
+            dense.bias.set_data(Tensor(np.zeros(dense.bias.shape, np.float32)))
+        for dense in (self.value_proj, self.output_proj):
+            dense.weight.set_data(initializer(XavierUniform(), dense.weight.shape, ms.float32))
+            dense.bias.set_data(Tensor(np.zeros(dense.bias.shape, np.float32)))
+
+    def construct(self, query, query_pos, value, value_mask, reference_points, spatial_shapes):
+        bsz, nq, _ = query.shape
+        nv = value.shape[1]
+        q = query + query_pos
+        v = self.value_proj(value)
+        if value_mask is not None:
+            v = ops.masked_fill(v, value_mask[..., None], 0.0)
+        v = v.reshape(bsz, nv, self.num_heads, self.embed_dim // self.num_heads)
+        offsets = self.sampling_offsets(q).reshape(
+            bsz, nq, self.num_heads, self.num_levels, self.num_points, 2)
+        weights = ops.softmax(
+            self.attention_weights(q).reshape(bsz, nq, self.num_heads, self.num_levels * self.num_points), -1
+        ).reshape(bsz, nq, self.num_heads, self.num_levels, self.num_points)
+        if reference_points.shape[-1] == 2:
+            normalizer = level_size_normalizer(spatial_shapes)
+            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        else:
+            locations = (reference_points[:, :, None, :, None, :2]
+                         + offsets / self.num_points * reference_points[:, :, None, :, None, 2:] * 0.5)
+        out = self.core(v, spatial_shapes, locations, weights)
+        return query + self.output_proj(out)

@@ -1,0 +1,41 @@
+"""Sparse token gather/scatter used by the Focus-DETR encoder.
+
+``build_token_ops`` is the dispatch point; the reference versions here use
+``ops.gather(batch_dims=1)`` and ``ops.tensor_scatter_update`` (both differentiable).
+"""
+import mindspore as ms
+from mindspore import nn, ops
+
+
+class RowGatherReference(nn.Cell):
+    """x (B,S,C), idx (B,K) int -> (B,K,C) with out[b,k] = x[b, idx[b,k]]."""
+
+    def construct(self, x, idx):
+        return ops.gather(x, idx, 1, 1)
+
+
+class RowScatterReference(nn.Cell):
+    """Overwrite rows: out = x; out[b, idx[b,k]] = rows[b,k] for k < count[b].
+
+    Indices of one image must be distinct (they come from top-k). Rows k >= count[b] leave
+    x unchanged, which is how the official encoder writes back only the first
+    ``focus_token_nums[b]`` rows of a selection.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.gather = RowGatherReference()
+
+    def construct(self, x, idx, rows, count):
+        bsz, k = idx.shape
+        keep = ops.arange(k, dtype=ms.int32)[None, :] < count.astype(ms.int32)[:, None]
+        rows = ops.where(keep[..., None], rows, self.gather(x, idx))
+        batch = ops.broadcast_to(ops.arange(bsz, dtype=idx.dtype)[:, None], (bsz, k))
+        return ops.tensor_scatter_update(x, ops.stack([batch, idx], -1), rows)
+
+
+def build_token_ops(impl="reference"):
+    """Return (row_gather, row_scatter) Cells for ``impl`` ('reference')."""
+    if impl == "reference":
+        return RowGatherReference(), RowScatterReference()
+    raise ValueError(f"unknown token gather/scatter implementation {impl!r}")

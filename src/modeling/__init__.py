@@ -1,0 +1,1 @@
+"""The assembled Focus-DETR model and its parts."""

@@ -1,0 +1,1 @@
+"""Backbones returning the three multi-scale feature maps (strides 8, 16, 32)."""

@@ -1,0 +1,74 @@
+"""ResNet-50/101 backbone with detectron2 semantics, built from mindcv's ResNet.
+
+mindcv's stem differs from detectron2/torchvision in one place: its 3x3/2 max-pool uses
+TF "same" padding, which on even-sized maps pads only bottom/right and shifts every window.
+We replace it with symmetric padding 1 (-inf). All BatchNorms are frozen
+(``FrozenBatchNorm2d``), and parameters up to ``freeze_at`` do not train. mindcv's block adds
+the shortcut in place (``out += identity``); in a large graph MindSpore turns every in-place
+op into a side effect with control edges to all kernels, so our block adds out of place.
+"""
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindcv.models.resnet import Bottleneck, ResNet
+
+_DEPTHS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
+
+
+class FrozenBatchNorm2d(nn.Cell):
+    """BatchNorm with fixed statistics and affine: y = x * s + (b - mean * s), s = w / sqrt(var + eps).
+
+    Parameter names follow mindcv/MindSpore BatchNorm (gamma, beta, moving_mean,
+    moving_variance) so mindcv ImageNet checkpoints load directly.
+    """
+
+    def __init__(self, num_features, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.gamma = Parameter(Tensor(np.ones(num_features, np.float32)), requires_grad=False)
+        self.beta = Parameter(Tensor(np.zeros(num_features, np.float32)), requires_grad=False)
+        self.moving_mean = Parameter(Tensor(np.zeros(num_features, np.float32)), requires_grad=False)
+        self.moving_variance = Parameter(Tensor(np.ones(num_features, np.float32)), requires_grad=False)
+
+    def construct(self, x):
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
+        shift = self.beta - self.moving_mean * scale
+        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+
+
+class _Bottleneck(Bottleneck):
+    def construct(self, x):
+        identity = x if self.down_sample is None else self.down_sample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class ResNetBackbone(ResNet):
+    """ResNet returning res3, res4, res5 (512/1024/2048 channels, strides 8/16/32).
+
+    ``freeze_at``: 0 trains everything, 1 freezes the stem conv (official), k>1 also
+    freezes res2..res{k}.
+    """
+
+    def __init__(self, depth=50, freeze_at=1):
+        if depth not in _DEPTHS:
+            raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
+        super().__init__(_Bottleneck, _DEPTHS[depth], norm=FrozenBatchNorm2d)
+        self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        del self.pool
+        del self.classifier
+        self.out_channels = (512, 1024, 2048)
+        self.out_strides = (8, 16, 32)
+        frozen = ["conv1."] + [f"layer{i}." for i in range(1, freeze_at)] if freeze_at >= 1 else []
+        for p in self.get_parameters():
+            if any(p.name.startswith(prefix) for prefix in frozen):
+                p.requires_grad = False
+
+    def construct(self, x):
+        x = self.max_pool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer1(x)
+        res3 = self.layer2(x)
+        res4 = self.layer3(res3)
+        res5 = self.layer4(res4)
+        return res3, res4, res5

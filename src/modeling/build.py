@@ -1,0 +1,25 @@
+"""Build the detector from the ``model`` and ``kernels`` sections of a config."""
+from .backbone.resnet import ResNetBackbone
+from .focus_detr import FocusDETR
+from .transformer import FocusDETRTransformer
+
+
+def build_backbone(cfg):
+    if cfg.name == "resnet":
+        return ResNetBackbone(cfg.depth, cfg.freeze_at)
+    raise ValueError(f"model.backbone.name: unknown backbone {cfg.name!r} (resnet)")
+
+
+def build_model(model_cfg, kernels_cfg):
+    transformer = FocusDETRTransformer(
+        embed_dim=model_cfg.embed_dim, num_heads=model_cfg.num_heads, ffn_dim=model_cfg.ffn_dim,
+        num_levels=model_cfg.num_levels, num_points=model_cfg.num_points,
+        num_encoder_layers=model_cfg.num_encoder_layers, num_decoder_layers=model_cfg.num_decoder_layers,
+        num_queries=model_cfg.num_queries, num_classes=model_cfg.num_classes,
+        focus_rho=model_cfg.focus_rho, cascade=tuple(model_cfg.cascade), topk_sa=model_cfg.topk_sa,
+        msda_impl=kernels_cfg.msda, token_ops_impl=kernels_cfg.token_ops)
+    return FocusDETR(build_backbone(model_cfg.backbone), transformer, num_classes=model_cfg.num_classes,
+                     embed_dim=model_cfg.embed_dim,
+                     pos_temperature=model_cfg.position_embedding.temperature,
+                     pos_offset=model_cfg.position_embedding.offset,
+                     eval_padding_mask=model_cfg.eval_padding_mask)

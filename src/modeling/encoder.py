@@ -1,0 +1,57 @@
+"""The Focus-DETR encoder: a cascade of dual-attention layers over shrinking token sets."""
+import mindspore as ms
+from mindspore import nn, ops
+
+from ..layers.token_ops import build_token_ops
+from .encoder_layer import FocusEncoderLayer
+
+
+LAYER_CAPTURE = ("foreground_inds", "oesm_score_max", "foreground_pre_layer", "oesm_mc_score",
+                 "oesm_topk_local", "oesm_topk_global", "enc_layer_out")
+
+
+class FocusEncoder(nn.Cell):
+    """Runs layer l on the first R_l tokens of the foreground ranking and writes back, per
+    image b, the first min(k_l, focus_token_nums[b]) updated rows. Tokens never selected
+    keep their neck features; the deformable value is always the neck features ``src``.
+
+    Returns the memory and, when ``capture`` is set, the per-layer intermediates named by
+    ``capture_names`` (a tuple: graph outputs must not be dicts, see README).
+    """
+
+    def __init__(self, num_layers=6, embed_dim=256, num_heads=8, ffn_dim=2048, num_levels=4,
+                 num_points=4, topk_sa=300, msda_impl="reference", token_ops_impl="reference"):
+        super().__init__()
+        self.layers = nn.CellList([
+            FocusEncoderLayer(embed_dim, num_heads, ffn_dim, num_levels, num_points, topk_sa,
+                              msda_impl, token_ops_impl)
+            for _ in range(num_layers)])
+        self.row_gather, self.row_scatter = build_token_ops(token_ops_impl)
+        self.capture = False
+
+    def construct(self, src, pos, value_mask, reference_points, spatial_shapes, selection_scores,
+                  foreground_inds, layer_rows, layer_k, focus_token_nums, mcsp_weight, mcsp_bias):
+        bsz, num_tokens, _ = src.shape
+        levels = reference_points.shape[2]
+        ref_flat = reference_points.reshape(bsz, num_tokens, levels * 2)
+        output = src
+        captured = ()
+        for lid, layer in enumerate(self.layers):
+            rows = layer_rows[lid]
+            idx = foreground_inds[:, :rows]
+            query = self.row_gather(output, idx)
+            query_pos = self.row_gather(pos, idx)
+            ref = self.row_gather(ref_flat, idx).reshape(bsz, rows, levels, 2)
+            fg = ops.gather(selection_scores, idx, 1, 1)
+            # multi-category score: raw max class logit of the shared two-stage head (class_embed[6])
+            class_max = ops.amax(ops.matmul(query, mcsp_weight.T) + mcsp_bias, -1)
+            updated, mc_score, sel = layer(query, query_pos, fg, class_max, layer_k[lid], src,
+                                           value_mask, ref, spatial_shapes)
+            count = ops.minimum(focus_token_nums, layer_k[lid])
+            output = self.row_scatter(output, idx, updated, count)
+            if self.capture:
+                captured += (idx, class_max, fg, mc_score, sel, ops.gather(idx, sel, 1, 1), updated)
+        return output, captured
+
+    def capture_names(self):
+        return tuple(f"{name}_l{lid}" for lid in range(len(self.layers)) for name in LAYER_CAPTURE)

@@ -1,0 +1,34 @@
+"""Focus-DETR's foreground score head (``MaskPredictor``): a token MLP whose input mixes
+each token's local half with the mean of the global half over the whole level."""
+from mindspore import nn, ops
+
+
+class MaskPredictor(nn.Cell):
+    """(B,N,in_dim) tokens of one level -> (B,N,1) foreground logits.
+
+    z = GELU(Linear(LayerNorm(x))); [z_local, mean_N(z_global)] -> 3-layer GELU MLP -> 1.
+    GELU is the exact (erf) one, as torch's default. The mean includes padded tokens.
+    """
+
+    def __init__(self, in_dim=256, h_dim=256):
+        super().__init__()
+        self.h_dim = h_dim
+        self.layer1 = nn.SequentialCell([
+            nn.LayerNorm((in_dim,), epsilon=1e-5),
+            nn.Dense(in_dim, h_dim),
+            nn.GELU(approximate=False),
+        ])
+        self.layer2 = nn.SequentialCell([
+            nn.Dense(h_dim, h_dim // 2),
+            nn.GELU(approximate=False),
+            nn.Dense(h_dim // 2, h_dim // 4),
+            nn.GELU(approximate=False),
+            nn.Dense(h_dim // 4, 1),
+        ])
+
+    def construct(self, x):
+        z = self.layer1(x)
+        half = self.h_dim // 2
+        z_local = z[..., :half]
+        z_global = ops.broadcast_to(z[..., half:].mean(1, keep_dims=True), z_local.shape)
+        return self.layer2(ops.concat([z_local, z_global], -1))

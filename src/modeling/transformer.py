@@ -1,0 +1,142 @@
+"""Focus-DETR transformer: flattening, foreground token selection, the cascade encoder,
+two-stage query selection and the DINO decoder (official ``FOCUS_DETRTransformer``)."""
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, XavierUniform, initializer
+
+from .decoder import DINODecoder
+from .encoder import FocusEncoder
+from .token_selector import ForegroundTokenSelector
+
+
+def flatten_levels(maps):
+    """[(B,C,h,w)] -> (B, sum h*w, C), level 0 first, row-major inside a level."""
+    return ops.concat([m.reshape(m.shape[0], m.shape[1], -1).transpose(0, 2, 1) for m in maps], 1)
+
+
+def valid_ratios_of(masks):
+    """(B,L,2) [valid_w/w, valid_h/h] per level from row 0 and column 0 of each mask."""
+    ratios = []
+    for m in masks:
+        not_m = ops.logical_not(m).astype(ms.float32)
+        valid_h = not_m[:, :, 0].sum(1) / m.shape[1]
+        valid_w = not_m[:, 0, :].sum(1) / m.shape[2]
+        ratios.append(ops.stack([valid_w, valid_h], -1))
+    return ops.stack(ratios, 1)
+
+
+@ms.constexpr
+def pixel_grid(h, w):
+    """(1, h*w) column and row indices (float32) of a row-major h x w map."""
+    ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    return Tensor(xs.reshape(1, -1)), Tensor(ys.reshape(1, -1))
+
+
+def encoder_reference_points(spatial_shapes, valid_ratios):
+    """(B,S,L,2) normalized (x,y) of every token's centre, rescaled to each level's valid area."""
+    refs = []
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        xs, ys = pixel_grid(h, w)
+        ref_y = (ys + 0.5) / (valid_ratios[:, None, lvl, 1] * h)
+        ref_x = (xs + 0.5) / (valid_ratios[:, None, lvl, 0] * w)
+        refs.append(ops.stack([ref_x, ref_y], -1))
+    return ops.concat(refs, 1)[:, :, None] * valid_ratios[:, None]
+
+
+class FocusDETRTransformer(nn.Cell):
+    def __init__(self, embed_dim=256, num_heads=8, ffn_dim=2048, num_levels=4, num_points=4,
+                 num_encoder_layers=6, num_decoder_layers=6, num_queries=900, num_classes=80,
+                 focus_rho=0.5, cascade=(1.0, 0.8, 0.6, 0.6, 0.4, 0.2), topk_sa=300,
+                 msda_impl="reference", token_ops_impl="reference"):
+        super().__init__()
+        self.num_levels = num_levels
+        self.num_queries = num_queries
+        self.token_selector = ForegroundTokenSelector(embed_dim, num_levels, focus_rho, cascade)
+        self.encoder = FocusEncoder(num_encoder_layers, embed_dim, num_heads, ffn_dim, num_levels,
+                                    num_points, topk_sa, msda_impl, token_ops_impl)
+        self.decoder = DINODecoder(num_decoder_layers, embed_dim, num_heads, ffn_dim, num_levels,
+                                   num_points, num_classes, msda_impl)
+        self.level_embeds = Parameter(initializer(Normal(1.0), (num_levels, embed_dim), ms.float32))
+        self.tgt_embed = nn.Embedding(num_queries, embed_dim,
+                                      embedding_table=initializer(XavierUniform(), (num_queries, embed_dim)))
+        self.enc_output = nn.Dense(embed_dim, embed_dim)
+        self.enc_output_norm = nn.LayerNorm((embed_dim,), epsilon=1e-5)
+        self.capture = False
+
+    def proposals(self, mask_flatten, spatial_shapes):
+        """Per-token anchor ((j+.5)/W_valid, (i+.5)/H_valid, .05*2^l, .05*2^l) in logit space, +inf
+        where padded or where any coordinate is outside (0.01, 0.99); and that invalid mask."""
+        bsz = mask_flatten.shape[0]
+        props = []
+        start = 0
+        for lvl, (h, w) in enumerate(spatial_shapes):
+            not_m = ops.logical_not(mask_flatten[:, start:start + h * w].reshape(bsz, h, w)).astype(ms.float32)
+            valid_h = not_m[:, :, 0].sum(1).reshape(bsz, 1)
+            valid_w = not_m[:, 0, :].sum(1).reshape(bsz, 1)
+            xs, ys = pixel_grid(h, w)
+            cx = (xs + 0.5) / valid_w
+            cy = (ys + 0.5) / valid_h
+            wh = ops.ones_like(cx) * 0.05 * (2.0 ** lvl)
+            props.append(ops.stack([cx, cy, wh, wh], -1))
+            start += h * w
+        props = ops.concat(props, 1)
+        valid = ops.logical_and(props > 0.01, props < 0.99).all(-1)
+        invalid = ops.logical_or(mask_flatten, ops.logical_not(valid))
+        unact = ops.where(invalid[..., None], float("inf"), ops.log(props / (1 - props)))
+        return unact, invalid
+
+    def encode_tokens(self, tokens, invalid):
+        """``enc_output_norm(enc_output(x))`` with invalid rows zeroed first (they become LN(bias))."""
+        return self.enc_output_norm(self.enc_output(ops.masked_fill(tokens, invalid[..., None], 0.0)))
+
+    def construct(self, feats, masks, pos_embeds, dn_query=None, dn_reference_unact=None,
+                  attn_mask=None, topk_override=None):
+        spatial_shapes = tuple((f.shape[2], f.shape[3]) for f in feats)
+        src = flatten_levels(feats)
+        mask_flatten = ops.concat([m.reshape(m.shape[0], -1) for m in masks], 1)
+        lvl_pos = flatten_levels([p + self.level_embeds[lvl].reshape(1, -1, 1, 1)
+                                  for lvl, p in enumerate(pos_embeds)])
+        valid_ratios = valid_ratios_of(masks)
+        enc_ref = encoder_reference_points(spatial_shapes, valid_ratios)
+        proposals, invalid = self.proposals(mask_flatten, spatial_shapes)
+
+        # foreground scoring and the token budget of every encoder layer
+        fg_tokens = self.encode_tokens(src + lvl_pos, invalid)
+        raw_scores, selection, valid_tokens, focus_nums, layer_k, fg_inds = self.token_selector(
+            fg_tokens, mask_flatten, spatial_shapes)
+        _, layer_rows = self.token_selector.layer_rows(src.shape[1])
+
+        head = self.decoder.class_embed[self.decoder.num_layers]
+        memory, enc_captured = self.encoder(src, lvl_pos, mask_flatten, enc_ref, spatial_shapes, selection,
+                                       fg_inds, layer_rows, layer_k, focus_nums, head.weight, head.bias)
+
+        # two-stage: top-k tokens by max class logit become the decoder's reference boxes
+        output_memory = self.encode_tokens(memory, invalid)
+        enc_class = head(output_memory)
+        enc_coord_unact = self.decoder.bbox_embed[self.decoder.num_layers](output_memory) + proposals
+        _, own_topk = ops.topk(ops.amax(enc_class, -1), self.num_queries, dim=1)
+        topk_inds = own_topk if topk_override is None else topk_override.astype(own_topk.dtype)
+        topk_coords_unact = ops.gather(enc_coord_unact, topk_inds, 1, 1)
+        reference = ops.sigmoid(ops.stop_gradient(topk_coords_unact))
+        target_unact = ops.gather(output_memory, topk_inds, 1, 1)
+        bsz = src.shape[0]
+        query = ops.broadcast_to(self.tgt_embed.embedding_table[None], (bsz,) + self.tgt_embed.embedding_table.shape)
+        if dn_query is not None:
+            query = ops.concat([dn_query, query], 1)
+            reference = ops.concat([ops.sigmoid(dn_reference_unact), reference], 1)
+        hidden, references = self.decoder(query, reference, memory, mask_flatten, valid_ratios,
+                                          spatial_shapes, attn_mask)
+        outputs = (hidden, reference, references, head(target_unact), ops.sigmoid(topk_coords_unact), raw_scores)
+        captured = ()
+        if self.capture:
+            captured = enc_captured + (valid_ratios, enc_ref, lvl_pos, raw_scores, selection, valid_tokens,
+                                       focus_nums, layer_k, memory, proposals, enc_class, enc_coord_unact,
+                                       own_topk)
+        return outputs, captured
+
+    def capture_names(self):
+        return self.encoder.capture_names() + (
+            "valid_ratios", "encoder_reference_points", "lvl_pos_embed", "temp_backbone_mask_prediction",
+            "backbone_mask_prediction", "valid_token_nums", "focus_token_nums", "encoder_foreground_topk",
+            "memory", "output_proposals", "enc_outputs_class", "enc_outputs_coord_unact", "two_stage_topk_inds")

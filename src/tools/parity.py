@@ -1,0 +1,432 @@
+"""Compare the port against fixtures produced by the official PyTorch code.
+
+    python -m src.tools.parity --golden DIR [--mode graph|pynative|both]
+
+Every fixture in DIR is compared (``model_eval_*``, ``msda_core*``, the converter contract
+``state_dict_*``); a fixture this port cannot compare yet is listed as "not compared", never
+skipped silently. One line per compared tensor: max abs error, max rel error (max abs error
+over max |reference|), index agreement (common indices per image for selections). Exit status 1 when any comparison is outside tolerance or a fixture failed.
+
+Comparison rules (the golden README): selections are compared as sets per image; rows that
+belong to a selection are aligned by token id before comparing values; everything after the
+two-stage top-k runs teacher-forced on the fixture's indices; detections are matched by
+(query, class). The post-processing top-k may differ only in entries whose score is within
+the score tolerance of the k-th score.
+"""
+import argparse
+import glob
+import importlib.util
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import src  # noqa: F401  (CPU start-up fix before MindSpore)
+
+TOL_ENCODER = 1e-4     # backbone .. encoder head, foreground scores, proposals
+TOL_DECODER = 3e-3     # decoder states and logits (teacher-forced proposals)
+TOL_BOX = 3e-4         # normalized boxes and references
+TOL_MSDA_OUT = 1e-5
+TOL_MSDA_GRAD = 1e-4
+TOL_MSDA_LOC_GRAD = 1e-3
+
+
+@dataclass
+class Row:
+    fixture: str
+    name: str
+    max_abs: float = float("nan")
+    max_rel: float = float("nan")
+    agreement: str = ""
+    tol: float = float("nan")
+    ok: bool = True
+    note: str = ""
+
+    def line(self):
+        status = "ok  " if self.ok else "FAIL"
+        num = (f"abs {self.max_abs:9.2e}  rel {self.max_rel:9.2e}  tol {self.tol:7.1e}"
+               if np.isfinite(self.max_abs) else " " * 46)
+        return f"{status} {self.fixture:22s} {self.name:36s} {num}  {self.agreement:14s} {self.note}"
+
+
+def _errors(ours, ref):
+    ours = np.asarray(ours, np.float64)
+    ref = np.asarray(ref, np.float64)
+    if ours.shape != ref.shape:
+        raise ValueError(f"shape {ours.shape} != reference {ref.shape}")
+    finite = np.isfinite(ref)
+    if not np.array_equal(finite, np.isfinite(ours)) or not np.array_equal(ref[~finite], ours[~finite]):
+        return float("inf"), float("inf")
+    if not finite.any():
+        return 0.0, 0.0
+    diff = np.abs(ours[finite] - ref[finite]).max()
+    return float(diff), float(diff / max(np.abs(ref[finite]).max(), 1e-12))
+
+
+def value_row(fixture, name, ours, ref, tol, agreement=""):
+    try:
+        max_abs, max_rel = _errors(ours, ref)
+    except ValueError as e:
+        return Row(fixture, name, ok=False, note=str(e))
+    return Row(fixture, name, max_abs, max_rel, agreement, tol, bool(max_abs <= tol))
+
+
+def exact_row(fixture, name, ours, ref):
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    same = ours.shape == ref.shape and np.array_equal(ours, ref)
+    return Row(fixture, name, agreement="exact" if same else "differs", ok=bool(same),
+               note="" if same else f"ours {ours.ravel()[:6]} ref {ref.ravel()[:6]}")
+
+
+def set_row(fixture, name, ours, ref):
+    """Per-image set equality of index arrays (B,k)."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    if ours.shape != ref.shape:
+        return Row(fixture, name, ok=False, note=f"shape {ours.shape} != reference {ref.shape}")
+    agree = [len(set(o.tolist()) & set(r.tolist())) for o, r in zip(ours, ref)]
+    total = ref.shape[1]
+    ok = all(a == total for a in agree)
+    return Row(fixture, name, agreement="sets " + " ".join(f"{a}/{total}" for a in agree), ok=ok)
+
+
+def align_by_ids(values, ids, ref_ids):
+    """Reorder rows of ``values`` (B,k,...) from our id order ``ids`` to the reference order."""
+    out = np.empty_like(values)
+    for b in range(values.shape[0]):
+        pos = {int(t): i for i, t in enumerate(ids[b])}
+        out[b] = values[b][[pos[int(t)] for t in ref_ids[b]]]
+    return out
+
+
+def _load_module(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fixture_model_config(meta):
+    """Backbone depth and position-embedding settings from a fixture's ``model`` string,
+    e.g. 'focus_detr_r50_4scale (36ep config: pos T=20, offset 0)'."""
+    text = meta.get("model", "")
+    m = re.search(r"_r(50|101)_", text)
+    if not m:
+        return None
+    pos = re.search(r"T=(\d+)\s*,?\s*offset\s*(-?[\d.]+)", text)
+    temperature, offset = (int(pos[1]), float(pos[2])) if pos else (10000, -0.5)
+    return {"depth": int(m[1]), "temperature": temperature, "offset": offset}
+
+
+def build_golden_model(golden_dir, meta, num_classes, key_list=None):
+    """The port's R50/R101 model filled with ``golden_weights`` through the converter."""
+    import mindspore as ms
+    from mindspore import Parameter, Tensor
+
+    from src.checkpoint import official_to_port
+    from src.config import load_config
+    from src.modeling.build import build_model
+
+    spec = fixture_model_config(meta)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    overrides = [f"model.backbone.depth={spec['depth']}", f"model.num_classes={num_classes}",
+                 f"model.position_embedding.temperature={spec['temperature']}",
+                 f"model.position_embedding.offset={spec['offset']}"]
+    cfg = load_config(os.path.join(root, "config", "base.yaml"), overrides)
+    model = build_model(cfg.model, cfg.kernels)
+    key_list = key_list or meta.get("weights_key_list") or f"state_dict_r{spec['depth']}_4scale.json"
+    entries = json.load(open(os.path.join(golden_dir, key_list)))["entries"]
+    gw = _load_module(os.path.join(golden_dir, "golden_weights.py"), "golden_weights")
+    weights = gw.golden_weights({e["name"]: tuple(e["shape"]) for e in entries if e["dtype"].startswith("float")},
+                                meta["weight_seed"],
+                                {e["name"]: e["alias_of"] for e in entries if "alias_of" in e})
+    shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    port = official_to_port(weights, shapes)
+    not_loaded, _ = ms.load_param_into_net(model, {k: Parameter(Tensor(v), name=k) for k, v in port.items()})
+    if not_loaded:
+        raise RuntimeError(f"parameters not loaded: {not_loaded}")
+    return model
+
+
+def batch_images(g):
+    """Zero-padded (B,3,H,W) canvas of the fixture's raw images and their (B,2) sizes."""
+    sizes = g["image_sizes"].astype(np.int32)
+    height, width = (int(v) for v in g["padded_size"])
+    images = np.zeros((len(sizes), 3, height, width), np.float32)
+    for i, (h, w) in enumerate(sizes):
+        images[i, :, :h, :w] = g[f"image_{i}"]
+    return images, sizes
+
+
+def run_eval_model(model, g, mode):
+    """Teacher-forced eval forward + post-processing; returns {name: numpy}."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from src.modeling.focus_detr import named_outputs
+    from src.modeling.postprocess import PostProcess
+
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    model.set_train(False)
+    model.set_capture(True)
+    images, sizes = batch_images(g)
+    result = named_outputs(model, model(Tensor(images), Tensor(sizes), None,
+                                        Tensor(g["two_stage_topk_inds"].astype(np.int32))))
+    num_select = g["postprocess_topk_values"].shape[1]
+    post = PostProcess(num_select)(result["pred_logits"][-1], result["pred_boxes"][-1], Tensor(sizes),
+                                   Tensor(g["orig_sizes"].astype(np.int32)))
+    out = {k: v.asnumpy() if hasattr(v, "asnumpy") else v for k, v in result.items()}
+    out["det"] = tuple(p.asnumpy() for p in post)
+    return out
+
+
+def compare_eval(name, g, ours):
+    rows = []
+    add = rows.append
+    for res in (3, 4, 5):
+        key = f"backbone_res{res}"
+        if key in g:
+            add(value_row(name, key, ours[key][:, g[f"{key}_channels"]], g[key], TOL_ENCODER))
+            add(value_row(name, key + "_chmean", ours[key].mean((2, 3)), g[key + "_chmean"], TOL_ENCODER))
+    levels = sum(1 for k in ours if re.fullmatch(r"neck_l\d", k))
+    for lvl in range(levels):
+        if f"neck_l{lvl}" in g:
+            add(value_row(name, f"neck_l{lvl}", ours[f"neck_l{lvl}"][:, g["neck_channels"]], g[f"neck_l{lvl}"],
+                          TOL_ENCODER))
+            add(value_row(name, f"neck_l{lvl}_chmean", ours[f"neck_l{lvl}"].mean((2, 3)), g[f"neck_l{lvl}_chmean"],
+                          TOL_ENCODER))
+        if f"mask_l{lvl}" in g:
+            add(exact_row(name, f"mask_l{lvl}", ours[f"mask_l{lvl}"], g[f"mask_l{lvl}"]))
+        if f"pos_l{lvl}" in g:
+            add(value_row(name, f"pos_l{lvl}", ours[f"pos_l{lvl}"][:, g["pos_channels"]], g[f"pos_l{lvl}"],
+                          TOL_ENCODER))
+    shapes = np.array([ours[f"neck_l{i}"].shape[2:] for i in range(levels)])
+    add(exact_row(name, "spatial_shapes", shapes, g["spatial_shapes"]))
+    if "level_start_index" in g:
+        add(exact_row(name, "level_start_index", np.concatenate([[0], np.cumsum(shapes.prod(1))[:-1]]),
+                      g["level_start_index"]))
+    for key in ("valid_ratios", "encoder_reference_points", "temp_backbone_mask_prediction",
+                "backbone_mask_prediction"):
+        if key in g:
+            add(value_row(name, key, ours[key], g[key], TOL_ENCODER))
+    if "lvl_pos_embed_rownorm" in g:
+        add(value_row(name, "lvl_pos_embed_rownorm", np.linalg.norm(ours["lvl_pos_embed"], axis=-1),
+                      g["lvl_pos_embed_rownorm"], TOL_ENCODER))
+    for key in ("valid_token_nums", "focus_token_nums", "encoder_foreground_topk"):
+        if key in g:
+            add(exact_row(name, key, ours[key], g[key]))
+    layer = 0
+    while f"foreground_inds_l{layer}" in g:
+        ref_ids = g[f"foreground_inds_l{layer}"]
+        ids = ours[f"foreground_inds_l{layer}"]
+        row = set_row(name, f"foreground_inds_l{layer}", ids, ref_ids)
+        add(row)
+        if f"oesm_topk_global_l{layer}" in g:
+            add(set_row(name, f"oesm_topk_global_l{layer}", ours[f"oesm_topk_global_l{layer}"],
+                        g[f"oesm_topk_global_l{layer}"]))
+        if row.ok and f"oesm_mc_score_l{layer}" in g:
+            for key in ("oesm_score_max", "foreground_pre_layer", "oesm_mc_score"):
+                add(value_row(name, f"{key}_l{layer}", align_by_ids(ours[f"{key}_l{layer}"], ids, ref_ids),
+                              g[f"{key}_l{layer}"], TOL_ENCODER))
+            out = align_by_ids(ours[f"enc_layer_out_l{layer}"], ids, ref_ids)
+            add(value_row(name, f"enc_layer_out_l{layer}", out[..., g["enc_layer_channels"]],
+                          g[f"enc_layer_out_l{layer}"], TOL_ENCODER))
+            add(value_row(name, f"enc_layer_out_rownorm_l{layer}", np.linalg.norm(out, axis=-1),
+                          g[f"enc_layer_out_rownorm_l{layer}"], TOL_ENCODER))
+        layer += 1
+    add(value_row(name, "memory", ours["memory"][..., g["memory_channels"]], g["memory"], TOL_ENCODER))
+    add(value_row(name, "memory_rownorm", np.linalg.norm(ours["memory"], axis=-1), g["memory_rownorm"], TOL_ENCODER))
+    if "output_proposals" in g:
+        add(value_row(name, "output_proposals", ours["output_proposals"], g["output_proposals"], TOL_ENCODER))
+    if "enc_outputs_class_max" in g:
+        add(value_row(name, "enc_outputs_class_max", ours["enc_outputs_class"].max(-1), g["enc_outputs_class_max"],
+                      TOL_ENCODER))
+        add(value_row(name, "enc_outputs_class_sub", ours["enc_outputs_class"][..., g["enc_class_subset"]],
+                      g["enc_outputs_class_sub"], TOL_ENCODER))
+        add(value_row(name, "enc_outputs_coord_unact", ours["enc_outputs_coord_unact"], g["enc_outputs_coord_unact"],
+                      TOL_ENCODER))
+    add(set_row(name, "two_stage_topk_inds", ours["two_stage_topk_inds"], g["two_stage_topk_inds"]))
+    if "interm_pred_boxes" in g:
+        add(value_row(name, "interm_pred_boxes", ours["enc_boxes"], g["interm_pred_boxes"], TOL_BOX))
+    if "interm_pred_logits_sub" in g:
+        add(value_row(name, "interm_pred_logits_sub", ours["enc_logits"][..., g["aux_class_subset"]],
+                      g["interm_pred_logits_sub"], TOL_DECODER))
+    if "decoder_init_reference" in g:
+        add(value_row(name, "decoder_init_reference", ours["decoder_init_reference"], g["decoder_init_reference"],
+                      TOL_BOX))
+        hidden = ours["decoder_hidden_states"]
+        add(value_row(name, "decoder_hidden_states", hidden[..., g["decoder_channels"]], g["decoder_hidden_states"],
+                      TOL_DECODER))
+        add(value_row(name, "decoder_hidden_rownorm", np.linalg.norm(hidden, axis=-1), g["decoder_hidden_rownorm"],
+                      TOL_DECODER))
+        add(value_row(name, "decoder_references", ours["decoder_references"], g["decoder_references"], TOL_BOX))
+    add(value_row(name, "pred_logits", ours["pred_logits"][-1], g["pred_logits"], TOL_DECODER))
+    add(value_row(name, "pred_boxes", ours["pred_boxes"][-1], g["pred_boxes"], TOL_BOX))
+    if "aux_pred_logits_sub" in g:
+        add(value_row(name, "aux_pred_logits_sub", ours["pred_logits"][:-1][..., g["aux_class_subset"]],
+                      g["aux_pred_logits_sub"], TOL_DECODER))
+        add(value_row(name, "aux_pred_boxes", ours["pred_boxes"][:-1], g["aux_pred_boxes"], TOL_BOX))
+    if "postprocess_topk_values" in g:
+        rows.extend(compare_detections(name, g, ours["det"]))
+    return rows
+
+
+def compare_detections(name, g, det):
+    """Post-processed detections matched by flattened (query, class) index."""
+    scores, labels, boxes, keep, flat = det
+    rows = []
+    for b in range(g["postprocess_topk_values"].shape[0]):
+        ref_flat, ref_scores = g["postprocess_topk_indices"][b], g["postprocess_topk_values"][b]
+        pos = {int(f): i for i, f in enumerate(flat[b])}
+        common = [i for i, f in enumerate(ref_flat) if int(f) in pos]
+        missing = [i for i, f in enumerate(ref_flat) if int(f) not in pos]
+        # a top-k may legitimately differ only where the score is within tolerance of the k-th
+        near_boundary = all(abs(ref_scores[i] - ref_scores[-1]) <= TOL_DECODER for i in missing)
+        rows.append(Row(name, f"postprocess_topk_indices[{b}]", agreement=f"sets {len(common)}/{len(ref_flat)}",
+                        ok=near_boundary, note=f"{len(missing)} boundary swap(s)" if missing else ""))
+        ours = np.array([pos[int(ref_flat[i])] for i in common])
+        rows.append(value_row(name, f"postprocess_topk_values[{b}]", scores[b][ours], ref_scores[common],
+                              TOL_DECODER))
+        if f"det_boxes_{b}" not in g:
+            continue
+        # the reference drops empty boxes and keeps top-k order; ours marks them in ``keep``
+        kept_ref = [i for i in common if keep[b][pos[int(ref_flat[i])]]]
+        n_det = len(g[f"det_scores_{b}"])
+        if len(kept_ref) != n_det or missing:
+            rows.append(Row(name, f"det_*_{b}", ok=not missing and len(kept_ref) == n_det,
+                            note=f"kept {len(kept_ref)} vs reference {n_det}; compared via postprocess_topk"))
+            continue
+        ours = np.array([pos[int(ref_flat[i])] for i in kept_ref])
+        rows.append(exact_row(name, f"det_labels_{b}", labels[b][ours], g[f"det_labels_{b}"]))
+        rows.append(value_row(name, f"det_scores_{b}", scores[b][ours], g[f"det_scores_{b}"], TOL_DECODER))
+        scale = float(np.max(g["orig_sizes"][b]))
+        rows.append(value_row(name, f"det_boxes_{b}", boxes[b][ours], g[f"det_boxes_{b}"], TOL_BOX * scale,
+                              agreement=f"kept {n_det}"))
+    return rows
+
+
+def compare_msda(name, g, mode):
+    import mindspore as ms
+    from mindspore import Tensor, nn
+
+    from src.layers.ms_deform_attn import build_msda_core
+
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    shapes = tuple(tuple(int(v) for v in s) for s in g["spatial_shapes"])
+    core = build_msda_core("reference")
+
+    class Weighted(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.core = core
+
+        def construct(self, value, locations, weights, grad_output):
+            return (self.core(value, shapes, locations, weights) * grad_output).sum()
+
+    inputs = [Tensor(g[k]) for k in ("value", "sampling_locations", "attention_weights")]
+    out = core(*inputs[:1], shapes, *inputs[1:]).asnumpy()
+    grads = ms.grad(Weighted(), grad_position=(0, 1, 2))(*inputs, Tensor(g["grad_output"]))
+    return [value_row(name, "output", out, g["output"], TOL_MSDA_OUT),
+            value_row(name, "grad_value", grads[0].asnumpy(), g["grad_value"], TOL_MSDA_GRAD),
+            value_row(name, "grad_sampling_locations", grads[1].asnumpy(), g["grad_sampling_locations"],
+                      TOL_MSDA_LOC_GRAD),
+            value_row(name, "grad_attention_weights", grads[2].asnumpy(), g["grad_attention_weights"],
+                      TOL_MSDA_GRAD)]
+
+
+def compare_key_list(name, path, golden_dir):
+    """The converter contract: every official key consumed, every port parameter filled."""
+    from src.checkpoint import CheckpointMismatch, official_to_port
+
+    entries = json.load(open(path))["entries"]
+    meta = {"model": "_r101_" if any(".res4.22." in e["name"] for e in entries) else "_r50_", "weight_seed": 0}
+    if not any(e["name"].startswith("backbone.res") for e in entries):
+        return [Row(name, "converter round-trip", ok=True, agreement="not compared",
+                    note="backbone not supported by this port yet")]
+    model = build_golden_model(golden_dir, meta, num_classes=_num_classes(entries), key_list=os.path.basename(path))
+    shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    gw = _load_module(os.path.join(golden_dir, "golden_weights.py"), "golden_weights")
+    weights = gw.golden_weights({e["name"]: tuple(e["shape"]) for e in entries}, 0,
+                                {e["name"]: e["alias_of"] for e in entries if "alias_of" in e})
+    try:
+        port = official_to_port(weights, shapes)
+    except CheckpointMismatch as e:
+        return [Row(name, "converter round-trip", ok=False, note=str(e)[:300])]
+    return [Row(name, "converter round-trip", ok=len(port) == len(shapes),
+                agreement=f"{len(entries)} keys -> {len(port)} params")]
+
+
+def _num_classes(entries):
+    return next(e["shape"][0] for e in entries if e["name"] == "label_enc.weight")
+
+
+def compare_fixture(path, golden_dir, mode):
+    """Rows for one fixture file; a fixture that cannot be compared gives one 'not compared' row."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if path.endswith(".json"):
+        return compare_key_list(stem, path, golden_dir)
+    g = dict(np.load(path))
+    meta_path = os.path.splitext(path)[0] + ".json"
+    meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else {}
+    label = f"{stem}[{mode}]"
+    if stem.startswith("msda_core"):
+        return compare_msda(label, g, mode)
+    if stem.startswith("model_eval_") and fixture_model_config(meta):
+        model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1])
+        return compare_eval(label, g, run_eval_model(model, g, mode))
+    reason = {"model_train_": "training criterion and denoising are not compared yet",
+              "model_eval_": f"backbone of {meta.get('model', '?')!r} not supported yet"}
+    note = next((v for k, v in reason.items() if stem.startswith(k)), "unknown fixture kind")
+    return [Row(label, "-", ok=True, agreement="not compared", note=note)]
+
+
+def fixture_paths(golden_dir):
+    arrays = sorted(glob.glob(os.path.join(golden_dir, "*.npz")))
+    key_lists = sorted(glob.glob(os.path.join(golden_dir, "state_dict_*.json")))
+    return arrays, key_lists
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--golden", required=True, help="fixture directory (npz + json + golden_weights.py)")
+    parser.add_argument("--mode", choices=("graph", "pynative", "both"), default="both")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.golden):
+        parser.error(f"--golden: no such directory {args.golden}")
+    if not os.path.isfile(os.path.join(args.golden, "golden_weights.py")):
+        parser.error(f"--golden: {args.golden} has no golden_weights.py")
+    arrays, key_lists = fixture_paths(args.golden)
+    if not arrays and not key_lists:
+        parser.error(f"--golden: no fixtures (*.npz, state_dict_*.json) in {args.golden}")
+    modes = ("graph", "pynative") if args.mode == "both" else (args.mode,)
+    rows = []
+    for path in key_lists:
+        rows.extend(_safe(compare_fixture, path, args.golden, modes[0]))
+        print(*(r.line() for r in rows[-1:]), sep="\n", flush=True)
+    for path in arrays:
+        for mode in modes:
+            start = time.time()
+            new = _safe(compare_fixture, path, args.golden, mode)
+            rows.extend(new)
+            print("\n".join(r.line() for r in new), flush=True)
+            print(f"     {os.path.basename(path)} [{mode}] took {time.time() - start:.1f} s", flush=True)
+    failed = [r for r in rows if not r.ok]
+    skipped = [r for r in rows if r.agreement == "not compared"]
+    print(f"parity: {len(rows) - len(skipped)} comparisons, {len(failed)} failed, {len(skipped)} fixture(s) not compared")
+    return 1 if failed else 0
+
+
+def _safe(fn, path, golden_dir, mode):
+    try:
+        return fn(path, golden_dir, mode)
+    except Exception as e:  # a broken fixture is a failure of that fixture, not of the run
+        return [Row(os.path.basename(path), "-", ok=False, note=f"{type(e).__name__}: {e}"[:400])]
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # skip MindSpore's noisy Cell.__del__ at interpreter exit
