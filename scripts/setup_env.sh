@@ -5,6 +5,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
+# one installer at a time: concurrent launchers (tests, quick start) would race on a half-built venv
+exec 9>"$ROOT/.venv.lock"
+flock 9
 if [ ! -x "$ROOT/.venv/bin/python" ]; then
   echo "[setup] creating virtual environment $ROOT/.venv with $($PY --version)"
   "$PY" -m venv "$ROOT/.venv"
@@ -17,6 +20,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   "$ROOT/.venv/bin/python" -m pip install -q -r "$ROOT/requirements.txt"
   echo "$WANT" > "$STAMP"
 fi
+flock -u 9
 # oneDNN picks a reference (naive) convolution on AVX-512 CPUs; AVX2 is ~100x faster (README, CPU note).
 if [ "$(uname -m)" = "x86_64" ]; then export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"; fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

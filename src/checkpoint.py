@@ -106,3 +106,64 @@ def official_to_port(state_dict, port_shapes, ignore=(), num_decoder_layers=6):
     if unmapped or missing or mismatched or conflicts:
         raise CheckpointMismatch(unmapped, missing, mismatched, conflicts)
     return out
+
+
+def read_official_state_dict(path):
+    """{key: numpy array} from an official checkpoint: a torch ``.pth`` (the weights under
+    ``model`` as detrex saves them, or a bare state_dict; needs torch), ``.npz`` or
+    ``.safetensors``."""
+    if path.endswith(".npz"):
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return load_file(path)
+    if path.endswith((".pth", ".pt", ".pkl")):
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(f"reading {path} needs torch (pip install torch --index-url "
+                              "https://download.pytorch.org/whl/cpu); or save the state_dict as .npz") from e
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        state = blob.get("model", blob) if isinstance(blob, dict) else blob
+        return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+    raise ValueError(f"{path}: unknown checkpoint format (expected .pth, .npz or .safetensors)")
+
+
+def save_checkpoint_atomic(items, path, append_dict=None):
+    """``mindspore.save_checkpoint`` to a temporary name in the same folder, then rename: a
+    crash while writing never leaves a truncated file under ``path``. (MindSpore appends
+    '.ckpt' to names without it, so the temporary name ends in '.ckpt' too.)"""
+    import os
+
+    import mindspore as ms
+
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp.ckpt")
+    ms.save_checkpoint(items, tmp, append_dict=append_dict)
+    os.replace(tmp, path)
+
+
+def load_port_checkpoint(model, path, strict=True):
+    """Load a MindSpore ``.ckpt`` written by this project into ``model``.
+
+    A checkpoint for another model (other depth, class count, ...) raises
+    ``CheckpointMismatch`` naming every missing, unexpected and mismatched parameter,
+    instead of MindSpore's partial load. Optimizer and training state entries are ignored.
+    """
+    import mindspore as ms
+
+    params = ms.load_checkpoint(path)
+    shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    weights = {k: v for k, v in params.items() if k in shapes}
+    mismatched = [f"{k}: {tuple(v.shape)} -> {shapes[k]}" for k, v in weights.items() if tuple(v.shape) != shapes[k]]
+    missing = [k for k in shapes if k not in weights]
+    if mismatched or (strict and missing):
+        unexpected = [k for k in params if k not in shapes and not _is_training_state(k)]
+        raise CheckpointMismatch(unexpected, missing, mismatched)
+    ms.load_param_into_net(model, weights, strict_load=True)
+    return params
+
+
+def _is_training_state(name):
+    return name.startswith(("optimizer.", "ema.", "train_state.")) or name in ("global_step", "epoch_num", "step_num")

@@ -274,6 +274,53 @@ def compare_eval(name, g, ours):
     return rows
 
 
+def fixture_denoising(g):
+    """The fixture's denoising queries in the model's padded slot layout: copy r of image b's
+    t-th GT sits at slot r*max_gt + t; the fixture stores them in 'known' order (copy r of the
+    batch-concatenated GT list at r*T + offset_b + t). Slots with t >= n_b stay empty."""
+    counts = [len(g[f"gt_labels_{b}"]) for b in range(len(g["image_sizes"]))]
+    total, max_gt = sum(counts), int(g["dn_meta_single_padding"]) // 2
+    pad = g["dn_input_query_bbox"].shape[1]
+    labels = np.zeros((len(counts), pad), np.int32)
+    valid = np.zeros((len(counts), pad), bool)
+    for b, n in enumerate(counts):
+        offset = sum(counts[:b])
+        for r in range(pad // max_gt):
+            for t in range(n):
+                labels[b, r * max_gt + t] = g["dn_noised_labels"][r * total + offset + t]
+                valid[b, r * max_gt + t] = True
+    return labels, g["dn_input_query_bbox"].astype(np.float32), valid, g["dn_attn_mask"]
+
+
+def run_train_model(model, g, mode):
+    """Training-mode forward on the fixture's denoising queries, teacher-forced two-stage top-k."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from src.modeling.focus_detr import named_outputs
+
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    model.set_train(True)
+    model.set_capture(True)
+    images, sizes = batch_images(g)
+    denoising = tuple(Tensor(a) for a in fixture_denoising(g))
+    result = named_outputs(model, model(Tensor(images), Tensor(sizes), denoising,
+                                        Tensor(g["two_stage_topk_inds"].astype(np.int32))))
+    return {k: v.asnumpy() if hasattr(v, "asnumpy") else v for k, v in result.items()}
+
+
+def compare_train(name, g, ours):
+    """The eval comparisons on the training forward plus the criterion inputs it produces."""
+    rows = compare_eval(name, g, ours)
+    rows += [value_row(name, "aux_pred_logits", ours["pred_logits"][:-1], g["aux_pred_logits"], TOL_DECODER),
+             value_row(name, "aux_pred_boxes", ours["pred_boxes"][:-1], g["aux_pred_boxes"], TOL_BOX),
+             value_row(name, "enc_pred_logits", ours["enc_logits"], g["enc_pred_logits"], TOL_DECODER),
+             value_row(name, "enc_pred_boxes", ours["enc_boxes"], g["enc_pred_boxes"], TOL_BOX),
+             value_row(name, "dn_pred_logits", ours["dn_logits"], g["dn_pred_logits"], TOL_DECODER),
+             value_row(name, "dn_pred_boxes", ours["dn_boxes"], g["dn_pred_boxes"], TOL_BOX)]
+    return rows
+
+
 def compare_detections(name, g, det):
     """Post-processed detections matched by flattened (query, class) index."""
     scores, labels, boxes, keep, flat = det
@@ -377,9 +424,11 @@ def compare_fixture(path, golden_dir, mode):
     if stem.startswith("model_eval_") and fixture_model_config(meta):
         model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1])
         return compare_eval(label, g, run_eval_model(model, g, mode))
-    reason = {"model_train_": "training criterion and denoising are not compared yet",
-              "model_eval_": f"backbone of {meta.get('model', '?')!r} not supported yet"}
-    note = next((v for k, v in reason.items() if stem.startswith(k)), "unknown fixture kind")
+    if stem.startswith("model_train_") and fixture_model_config(meta):
+        model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1])
+        return compare_train(label, g, run_train_model(model, g, mode))
+    note = (f"backbone of {meta.get('model', '?')!r} not supported yet" if stem.startswith("model_")
+            else "unknown fixture kind")
     return [Row(label, "-", ok=True, agreement="not compared", note=note)]
 
 

@@ -1,0 +1,6 @@
+"""Focus-DETR export entry point (not implemented yet: see the project issues)."""
+import sys
+
+if __name__ == "__main__":
+    print("export.py is not implemented yet", file=sys.stderr)
+    sys.exit(2)

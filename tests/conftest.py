@@ -1,0 +1,31 @@
+"""Shared fixtures: the golden fixture directory and the execution mode.
+
+Tests that need the golden fixtures fail (not skip) when the directory is missing: a suite
+that silently skips its parity checks would pass while proving nothing.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+import src  # noqa: F401  (applies the CPU start-up fix before MindSpore is imported)
+import mindspore as ms
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = Path(os.environ.get("FOCUS_DETR_GOLDEN", REPO.parent / "shared" / "golden"))
+
+
+@pytest.fixture(scope="session")
+def golden_dir():
+    if not (GOLDEN_DIR / "README.md").is_file():
+        pytest.fail(f"golden fixtures not found in {GOLDEN_DIR} (set FOCUS_DETR_GOLDEN)")
+    return GOLDEN_DIR
+
+
+@pytest.fixture(params=["graph", "pynative"])
+def mode(request):
+    """Run the test once in GRAPH_MODE and once in PYNATIVE_MODE."""
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
+    yield request.param
+    ms.set_context(mode=previous)

@@ -1,0 +1,47 @@
+"""The static-shape token budget: one top-K_max with per-layer row counts R_l fixed by the
+canvas, and the data-dependent counts k_l as tensors (official formula, float32)."""
+import numpy as np
+import pytest
+from mindspore import Tensor, nn
+
+from src.modeling.token_selector import ForegroundTokenSelector, static_layer_rows
+
+CASCADE = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2)
+
+
+def official_budget(valid_counts, rho=0.5):
+    focus = (np.asarray(valid_counts, np.float32) * np.float32(rho)).astype(np.int64) + 1
+    top = np.float32(focus.max())
+    return focus, [int(np.float32(c) * top) for c in CASCADE]
+
+
+@pytest.mark.parametrize("num_tokens", [3060, 3293, 894, 20349])
+def test_static_rows_bound_every_budget(num_tokens):
+    k_max, rows = static_layer_rows(num_tokens, 0.5, CASCADE)
+    _, full = official_budget([num_tokens])
+    assert list(rows) == full  # a canvas filled by one image uses every static row
+    for valid in (1, num_tokens // 3, num_tokens - 1):
+        _, ks = official_budget([valid])
+        assert all(k <= r for k, r in zip(ks, rows))
+    assert k_max == min(int(num_tokens * 0.5) + 1, num_tokens)
+
+
+class Budget(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.selector = ForegroundTokenSelector(focus_rho=0.5, cascade=CASCADE)
+
+    def construct(self, mask):
+        return self.selector.budget(mask)
+
+
+def test_budget_matches_official_formula(mode):
+    rng = np.random.default_rng(1)
+    budget = Budget()
+    for _ in range(3):
+        mask = rng.random((3, 3060)) < rng.random((3, 1))
+        valid, focus, layer_k = (t.asnumpy() for t in budget(Tensor(mask)))
+        ref_focus, ref_k = official_budget((~mask).sum(1))
+        np.testing.assert_array_equal(valid, (~mask).sum(1))
+        np.testing.assert_array_equal(focus, ref_focus)
+        np.testing.assert_array_equal(layer_k, ref_k)
