@@ -10,6 +10,8 @@ import re
 
 import numpy as np
 
+from .modeling.backbone.swin_names import SWIN_IGNORED_KEYS
+
 _PREFIX_RULES = [
     (r"^class_embed\.(\d+)\.", r"transformer.decoder.class_embed.\1."),
     (r"^bbox_embed\.(\d+)\.", r"transformer.decoder.bbox_embed.\1."),
@@ -74,11 +76,12 @@ class CheckpointMismatch(ValueError):
         super().__init__("checkpoint does not match the model:\n" + "\n".join(parts))
 
 
-def official_to_port(state_dict, port_shapes, ignore=(), num_decoder_layers=6):
+def official_to_port(state_dict, port_shapes, ignore=SWIN_IGNORED_KEYS, num_decoder_layers=6):
     """Map an official state_dict {key: array} onto the port's {name: shape}.
 
-    ``ignore``: regexes of official keys that are structure rather than weights (e.g. Swin's
-    ``relative_position_index``); they are consumed without loading. Returns {port name:
+    ``ignore``: regexes of official keys that are structure rather than weights (by default
+    Swin's integer ``relative_position_index``, which the port recomputes); they are consumed
+    without loading. Returns {port name:
     float32 array}; raises ``CheckpointMismatch`` unless every official key is consumed,
     every port parameter filled, shapes agree and aliases equal their canonical tensors.
     """

@@ -58,7 +58,18 @@ def test_train_forward_with_masks_and_denoising(train_model, mode):
     assert focus[1] < focus[0] == g["encoder_foreground_topk"][0]
 
 
-@pytest.mark.parametrize("key_list", ["state_dict_r50_4scale.json", "state_dict_r101_4scale.json"])
+def test_swin_t_eval_forward_and_detections(golden_dir, mode):
+    meta = json.load(open(golden_dir / "model_eval_swin_t.json"))
+    g = dict(np.load(golden_dir / "model_eval_swin_t.npz"))
+    model = parity.build_golden_model(str(golden_dir), meta, num_classes=80)
+    rows = parity.compare_eval("model_eval_swin_t", g, parity.run_eval_model(model, g, mode))
+    assert_rows(rows, ["backbone_p1", "backbone_p2", "backbone_p3", "neck_l3", "memory", "two_stage_topk_inds",
+                       "pred_logits", "pred_boxes", "det_boxes_0", "det_boxes_1"]
+                + [f"foreground_inds_l{i}" for i in range(6)])
+
+
+@pytest.mark.parametrize("key_list", ["state_dict_r50_4scale.json", "state_dict_r101_4scale.json",
+                                      "state_dict_swin_t_4scale.json"])
 def test_converter_consumes_every_official_key(golden_dir, key_list):
     rows = parity.compare_key_list(key_list, str(golden_dir / key_list), str(golden_dir))
     assert len(rows) == 1 and rows[0].ok, rows[0].line()

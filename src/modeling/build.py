@@ -1,5 +1,6 @@
 """Build the detector from the ``model`` and ``kernels`` sections of a config."""
 from .backbone.resnet import ResNetBackbone
+from .backbone.swin import swin_backbone
 from .focus_detr import FocusDETR
 from .transformer import FocusDETRTransformer
 
@@ -7,7 +8,10 @@ from .transformer import FocusDETRTransformer
 def build_backbone(cfg):
     if cfg.name == "resnet":
         return ResNetBackbone(cfg.depth, cfg.freeze_at)
-    raise ValueError(f"model.backbone.name: unknown backbone {cfg.name!r} (resnet)")
+    if cfg.name == "swin":
+        overrides = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
+        return swin_backbone(cfg.variant, **overrides)
+    raise ValueError(f"model.backbone.name: unknown backbone {cfg.name!r} (resnet | swin)")
 
 
 def build_model(model_cfg, kernels_cfg):

@@ -69,7 +69,7 @@ class FocusDETR(nn.Cell):
 
     def capture_names(self):
         levels = range(self.transformer.num_levels)
-        return (("backbone_res3", "backbone_res4", "backbone_res5")
+        return (tuple(f"backbone_{name}" for name in self.backbone.output_names)
                 + tuple(f"neck_l{i}" for i in levels) + tuple(f"mask_l{i}" for i in levels)
                 + tuple(f"pos_l{i}" for i in levels)
                 + ("decoder_hidden_states", "decoder_init_reference", "decoder_references")

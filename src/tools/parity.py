@@ -110,19 +110,32 @@ def _load_module(path, name):
 
 
 def fixture_model_config(meta):
-    """Backbone depth and position-embedding settings from a fixture's ``model`` string,
-    e.g. 'focus_detr_r50_4scale (36ep config: pos T=20, offset 0)'."""
+    """Config overrides for the model named by a fixture's ``model`` string, e.g.
+    'focus_detr_r50_4scale (36ep config: pos T=20, offset 0)' or 'focus_detr_swin_tiny_224
+    (4-scale, pos T=10000 offset -0.5)'; None when this port cannot build it."""
     text = meta.get("model", "")
-    m = re.search(r"_r(50|101)_", text)
-    if not m:
+    resnet = re.search(r"_r(50|101)_", text)
+    swin = re.search(r"_(swin_(?:tiny|small|base|large)_(?:224|384))", text)
+    if resnet:
+        backbone = ["model.backbone.name=resnet", f"model.backbone.depth={resnet[1]}"]
+    elif swin:
+        backbone = ["model.backbone.name=swin", f"model.backbone.variant={swin[1]}"]
+    else:
         return None
     pos = re.search(r"T=(\d+)\s*,?\s*offset\s*(-?[\d.]+)", text)
     temperature, offset = (int(pos[1]), float(pos[2])) if pos else (10000, -0.5)
-    return {"depth": int(m[1]), "temperature": temperature, "offset": offset}
+    return backbone + [f"model.position_embedding.temperature={temperature}",
+                       f"model.position_embedding.offset={offset}"]
+
+
+def default_key_list(meta):
+    text = meta.get("model", "")
+    resnet = re.search(r"_r(50|101)_", text)
+    return f"state_dict_r{resnet[1]}_4scale.json" if resnet else "state_dict_swin_t_4scale.json"
 
 
 def build_golden_model(golden_dir, meta, num_classes, key_list=None):
-    """The port's R50/R101 model filled with ``golden_weights`` through the converter."""
+    """The port's model filled with ``golden_weights`` through the converter."""
     import mindspore as ms
     from mindspore import Parameter, Tensor
 
@@ -130,14 +143,11 @@ def build_golden_model(golden_dir, meta, num_classes, key_list=None):
     from src.config import load_config
     from src.modeling.build import build_model
 
-    spec = fixture_model_config(meta)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    overrides = [f"model.backbone.depth={spec['depth']}", f"model.num_classes={num_classes}",
-                 f"model.position_embedding.temperature={spec['temperature']}",
-                 f"model.position_embedding.offset={spec['offset']}"]
+    overrides = fixture_model_config(meta) + [f"model.num_classes={num_classes}"]
     cfg = load_config(os.path.join(root, "config", "base.yaml"), overrides)
     model = build_model(cfg.model, cfg.kernels)
-    key_list = key_list or meta.get("weights_key_list") or f"state_dict_r{spec['depth']}_4scale.json"
+    key_list = key_list or meta.get("weights_key_list") or default_key_list(meta)
     entries = json.load(open(os.path.join(golden_dir, key_list)))["entries"]
     gw = _load_module(os.path.join(golden_dir, "golden_weights.py"), "golden_weights")
     weights = gw.golden_weights({e["name"]: tuple(e["shape"]) for e in entries if e["dtype"].startswith("float")},
@@ -186,8 +196,7 @@ def run_eval_model(model, g, mode):
 def compare_eval(name, g, ours):
     rows = []
     add = rows.append
-    for res in (3, 4, 5):
-        key = f"backbone_res{res}"
+    for key in sorted(k for k in ours if re.fullmatch(r"backbone_(res|p)\d", k)):
         if key in g:
             add(value_row(name, key, ours[key][:, g[f"{key}_channels"]], g[key], TOL_ENCODER))
             add(value_row(name, key + "_chmean", ours[key].mean((2, 3)), g[key + "_chmean"], TOL_ENCODER))
@@ -389,21 +398,32 @@ def compare_key_list(name, path, golden_dir):
     from src.checkpoint import CheckpointMismatch, official_to_port
 
     entries = json.load(open(path))["entries"]
-    meta = {"model": "_r101_" if any(".res4.22." in e["name"] for e in entries) else "_r50_", "weight_seed": 0}
-    if not any(e["name"].startswith("backbone.res") for e in entries):
+    meta = {"model": key_list_model(name), "weight_seed": 0}
+    if fixture_model_config(meta) is None:
         return [Row(name, "converter round-trip", ok=True, agreement="not compared",
                     note="backbone not supported by this port yet")]
     model = build_golden_model(golden_dir, meta, num_classes=_num_classes(entries), key_list=os.path.basename(path))
     shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
     gw = _load_module(os.path.join(golden_dir, "golden_weights.py"), "golden_weights")
-    weights = gw.golden_weights({e["name"]: tuple(e["shape"]) for e in entries}, 0,
+    weights = gw.golden_weights({e["name"]: tuple(e["shape"]) for e in entries if e["dtype"].startswith("float")}, 0,
                                 {e["name"]: e["alias_of"] for e in entries if "alias_of" in e})
+    # integer buffers (Swin's relative_position_index) are structure: fed in to prove they are consumed
+    weights.update({e["name"]: np.zeros(e["shape"], e["dtype"]) for e in entries if not e["dtype"].startswith("float")})
     try:
         port = official_to_port(weights, shapes)
     except CheckpointMismatch as e:
         return [Row(name, "converter round-trip", ok=False, note=str(e)[:300])]
     return [Row(name, "converter round-trip", ok=len(port) == len(shapes),
                 agreement=f"{len(entries)} keys -> {len(port)} params")]
+
+
+def key_list_model(stem):
+    """'state_dict_r101_4scale' -> '_r101_', 'state_dict_swin_t_4scale' -> '_swin_tiny_224'."""
+    m = re.match(r"state_dict_(r\d+|swin_[tsbl])_", stem)
+    if not m:
+        return ""
+    swin = {"swin_t": "swin_tiny_224", "swin_s": "swin_small_224", "swin_b": "swin_base_384", "swin_l": "swin_large_384"}
+    return f"_{swin.get(m[1], m[1])}_"
 
 
 def _num_classes(entries):

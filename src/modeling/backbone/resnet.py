@@ -60,6 +60,7 @@ class ResNetBackbone(ResNet):
         del self.classifier
         self.out_channels = (512, 1024, 2048)
         self.out_strides = (8, 16, 32)
+        self.output_names = ("res3", "res4", "res5")  # detectron2 output keys
         frozen = ["conv1."] + [f"layer{i}." for i in range(1, freeze_at)] if freeze_at >= 1 else []
         for p in self.get_parameters():
             if any(p.name.startswith(prefix) for prefix in frozen):

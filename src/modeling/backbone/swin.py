@@ -1,0 +1,351 @@
+"""Swin Transformer backbone with the semantics of detectron2's ``SwinTransformer``.
+
+This is the backbone of the official Swin Focus-DETR configs (``focus_detr_swin_*.py``):
+4x4 patch embedding (+ LayerNorm), four stages of (shifted) window attention with a
+relative position bias, patch merging between stages, and one LayerNorm per returned stage
+(``norm1..norm3``). ``construct`` returns the NCHW maps of ``out_indices`` as a tuple; for the
+official ``out_indices=(1, 2, 3)`` these are ``p1, p2, p3`` at strides 8/16/32 with channels
+2C/4C/8C.
+
+Behaviour that the detector's numerics depend on, all as in the reference:
+
+* the image is zero-padded at the bottom/right to a multiple of the patch size;
+* every block pads its (LayerNorm-ed) input with zeros to a multiple of the window size and
+  crops back afterwards; the padded tokens take part in the attention of their window;
+* shifted blocks roll the padded map by -window//2, and the attention mask (0 / -100) is the
+  one of the shifted layout of the *padded* map. The shift is applied even when a map is
+  smaller than one window (the classification Swin would switch it off; detectron2 does not);
+* patch merging pads odd maps with one zero row/column and concatenates the 2x2 neighbours
+  in the order (0,0), (1,0), (0,1), (1,1) (row, column) before LayerNorm and the reduction;
+* stochastic depth (drop path) rates grow linearly from 0 to ``drop_path_rate`` over all
+  blocks; drop path is only active in training, an identity in eval.
+
+Every size follows from the input shape, so graph mode compiles one graph per canvas; the
+relative position index and the shift masks are numpy constants of those sizes.
+
+Parameter names mirror the official state_dict (``patch_embed.proj.weight``,
+``layers.{i}.blocks.{j}.attn.relative_position_bias_table``, ``layers.{i}.downsample.reduction
+.weight``, ``norm{i}.gamma`` ...); see ``swin_names.py``.
+"""
+from functools import lru_cache
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import TruncatedNormal, initializer
+from mindcv.models.layers.drop_path import DropPath
+
+__all__ = ["SwinBackbone", "SWIN_VARIANTS", "swin_backbone", "relative_position_index",
+           "shifted_window_mask"]
+
+# Official detectron2 SwinTransformer arguments of the Focus-DETR model configs
+# (configs/models/focus_detr_swin_*.py); unnamed arguments keep the class defaults
+# (patch 4, mlp_ratio 4, qkv_bias, no ape, patch_norm, drop_path_rate 0.2).
+SWIN_VARIANTS = {
+    "swin_tiny_224": dict(pretrain_img_size=224, embed_dim=96, depths=(2, 2, 6, 2),
+                          num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.1),
+    "swin_small_224": dict(pretrain_img_size=224, embed_dim=96, depths=(2, 2, 18, 2),
+                           num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2),
+    "swin_base_384": dict(pretrain_img_size=384, embed_dim=128, depths=(2, 2, 18, 2),
+                          num_heads=(4, 8, 16, 32), window_size=12, drop_path_rate=0.2),
+    "swin_large_224": dict(pretrain_img_size=224, embed_dim=192, depths=(2, 2, 18, 2),
+                           num_heads=(6, 12, 24, 48), window_size=7, drop_path_rate=0.2),
+    "swin_large_384": dict(pretrain_img_size=384, embed_dim=192, depths=(2, 2, 18, 2),
+                           num_heads=(6, 12, 24, 48), window_size=12, drop_path_rate=0.2),
+}
+
+
+@lru_cache(maxsize=None)
+def relative_position_index(window_size):
+    """(N, N) int index into the (2w-1)^2 bias table for the N = w*w tokens of a window."""
+    coords = np.stack(np.meshgrid(np.arange(window_size), np.arange(window_size), indexing="ij"))
+    coords = coords.reshape(2, -1)
+    rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0) + (window_size - 1)
+    return (rel[:, :, 0] * (2 * window_size - 1) + rel[:, :, 1]).astype(np.int32)
+
+
+@lru_cache(maxsize=None)
+def shifted_window_mask(height, width, window_size, shift):
+    """(nW, N, N) float32 additive mask (0 or -100) of the shifted-window layout.
+
+    ``height``/``width`` are the padded map sizes (multiples of ``window_size``). Rows and
+    columns are split into the regions [0, size-w), [size-w, size-shift), [size-shift, size),
+    as the reference's slices do; two tokens of a window may attend to each other only when
+    they come from the same region pair.
+    """
+    def regions(size):
+        idx = np.arange(size)
+        return (idx >= size - window_size).astype(np.int64) + (idx >= size - shift)
+
+    ids = regions(height)[:, None] * 3 + regions(width)[None, :]
+    ids = ids.reshape(height // window_size, window_size, width // window_size, window_size)
+    ids = ids.transpose(0, 2, 1, 3).reshape(-1, window_size * window_size)
+    diff = ids[:, None, :] - ids[:, :, None]
+    return np.where(diff != 0, -100.0, 0.0).astype(np.float32)
+
+
+def _layer_norm(dim):
+    return nn.LayerNorm((dim,), epsilon=1e-5)
+
+
+def _dense(in_dim, out_dim, has_bias=True):
+    # reference init (``_init_weights``): trunc_normal(std=0.02) weights, zero biases
+    return nn.Dense(in_dim, out_dim, weight_init=TruncatedNormal(0.02), bias_init="zeros",
+                    has_bias=has_bias)
+
+
+def _pad_hw(x, pad_b, pad_r):
+    """Zero-pad a (B, H, W, C) map at the bottom and right (sizes are Python ints)."""
+    if pad_b > 0 or pad_r > 0:
+        x = ops.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+    return x
+
+
+def _roll_hw(x, shift):
+    """torch.roll(x, (shift, shift), dims=(1, 2)) of a (B, H, W, C) map with 0 < |shift| < H, W."""
+    h, w = x.shape[1], x.shape[2]
+    sh, sw = shift % h, shift % w
+    x = ops.concat((x[:, h - sh:], x[:, :h - sh]), 1)
+    return ops.concat((x[:, :, w - sw:], x[:, :, :w - sw]), 2)
+
+
+class Mlp(nn.Cell):
+    """fc1 -> exact (erf) GELU -> fc2 (dropout 0 in every official config)."""
+
+    def __init__(self, dim, hidden_dim):
+        super().__init__()
+        self.fc1 = _dense(dim, hidden_dim)
+        self.act = nn.GELU(approximate=False)
+        self.fc2 = _dense(hidden_dim, dim)
+
+    def construct(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class WindowAttention(nn.Cell):
+    """Multi-head self-attention inside windows with a learned relative position bias."""
+
+    def __init__(self, dim, window_size, num_heads, qkv_bias=True):
+        super().__init__()
+        self.dim = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        num_rel = (2 * window_size - 1) ** 2
+        self.relative_position_bias_table = Parameter(
+            initializer(TruncatedNormal(0.02), (num_rel, num_heads), ms.float32),
+            name="relative_position_bias_table")
+        # structure, not a weight: the official buffer ``relative_position_index`` is recomputed
+        self.rel_index = Tensor(relative_position_index(window_size).reshape(-1))
+        self.qkv = _dense(dim, 3 * dim, has_bias=qkv_bias)
+        self.proj = _dense(dim, dim)
+
+    def construct(self, x, mask=None):
+        """x: (num_windows*B, N, C); mask: None or (num_windows, N, N) additive."""
+        b_, n, c = x.shape
+        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        q = q * self.scale
+        attn = ops.matmul(q, k.swapaxes(-2, -1))                       # (B_, nH, N, N)
+        bias = ops.gather(self.relative_position_bias_table, self.rel_index, 0)
+        bias = bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)
+        attn = attn + ops.expand_dims(bias, 0)
+        if mask is not None:
+            nw = mask.shape[0]
+            attn = attn.reshape(b_ // nw, nw, self.num_heads, n, n) + mask.reshape(1, nw, 1, n, n)
+            attn = attn.reshape(b_, self.num_heads, n, n)
+        attn = ops.softmax(attn, axis=-1)
+        out = ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b_, n, c)
+        return self.proj(out)
+
+
+class SwinTransformerBlock(nn.Cell):
+    """LN -> (shifted) window attention -> residual; LN -> MLP -> residual, on (B, H, W, C)."""
+
+    def __init__(self, dim, num_heads, window_size=7, shift_size=0, mlp_ratio=4.0,
+                 qkv_bias=True, drop_path=0.0):
+        super().__init__()
+        if not 0 <= shift_size < window_size:
+            raise ValueError("shift_size must be in [0, window_size)")
+        self.dim = dim
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = _layer_norm(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = _layer_norm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def construct(self, x):
+        b, h, w, c = x.shape
+        ws = self.window_size
+        shortcut = x
+        x = self.norm1(x)
+        pad_b = (ws - h % ws) % ws
+        pad_r = (ws - w % ws) % ws
+        x = _pad_hw(x, pad_b, pad_r)
+        hp, wp = h + pad_b, w + pad_r
+        mask = None
+        if self.shift_size > 0:
+            x = _roll_hw(x, -self.shift_size)
+            mask = Tensor(shifted_window_mask(hp, wp, ws, self.shift_size))
+        # window partition: (B, Hp, Wp, C) -> (B*nW, ws*ws, C)
+        x = x.reshape(b, hp // ws, ws, wp // ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
+        x = x.reshape(-1, ws * ws, c)
+        x = self.attn(x, mask)
+        # window reverse
+        x = x.reshape(b, hp // ws, wp // ws, ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
+        x = x.reshape(b, hp, wp, c)
+        if self.shift_size > 0:
+            x = _roll_hw(x, self.shift_size)
+        if pad_b > 0 or pad_r > 0:
+            x = x[:, :h, :w, :]
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchMerging(nn.Cell):
+    """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C): 2x2 neighbours concatenated, LN, Linear."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+        self.reduction = _dense(4 * dim, 2 * dim, has_bias=False)
+        self.norm = _layer_norm(4 * dim)
+
+    def construct(self, x):
+        b, h, w, c = x.shape
+        x = _pad_hw(x, h % 2, w % 2)
+        h2, w2 = (h + 1) // 2, (w + 1) // 2
+        # (B, h2, dh, w2, dw, C) -> (B, h2, w2, dw, dh, C): channel blocks (dh,dw) = 00, 10, 01, 11
+        x = x.reshape(b, h2, 2, w2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h2, w2, 4 * c)
+        return self.reduction(self.norm(x))
+
+
+class BasicLayer(nn.Cell):
+    """One stage: ``depth`` blocks alternating regular and shifted windows, then the optional
+    patch merging. Returns (stage output, input of the next stage)."""
+
+    def __init__(self, dim, depth, num_heads, window_size=7, mlp_ratio=4.0, qkv_bias=True,
+                 drop_path=(), downsample=True):
+        super().__init__()
+        self.blocks = nn.CellList([
+            SwinTransformerBlock(dim, num_heads, window_size,
+                                 shift_size=0 if i % 2 == 0 else window_size // 2,
+                                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=drop_path[i])
+            for i in range(depth)])
+        self.has_downsample = downsample
+        if downsample:
+            self.downsample = PatchMerging(dim)
+
+    def construct(self, x):
+        for blk in self.blocks:
+            x = blk(x)
+        if self.has_downsample:
+            return x, self.downsample(x)
+        return x, x
+
+
+class PatchEmbed(nn.Cell):
+    """Zero-pad to a multiple of the patch, conv patch x patch / patch, optional LayerNorm.
+    Returns (B, H/p, W/p, C)."""
+
+    def __init__(self, patch_size=4, in_chans=3, embed_dim=96, patch_norm=True):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid",
+                              has_bias=True)
+        self.has_norm = patch_norm
+        if patch_norm:
+            self.norm = _layer_norm(embed_dim)
+
+    def construct(self, x):
+        h, w = x.shape[2], x.shape[3]
+        p = self.patch_size
+        pad_b, pad_r = (p - h % p) % p, (p - w % p) % p
+        if pad_b > 0 or pad_r > 0:
+            x = ops.pad(x, (0, pad_r, 0, pad_b))
+        x = self.proj(x).transpose(0, 2, 3, 1)
+        if self.has_norm:
+            x = self.norm(x)
+        return x
+
+
+class SwinBackbone(nn.Cell):
+    """detectron2 ``SwinTransformer`` as a MindSpore Cell.
+
+    ``construct(x)``: x (B, 3, H, W) normalized images; returns a tuple with one NCHW map per
+    entry of ``out_indices`` (stage i has stride 2**(i+2) and ``embed_dim * 2**i`` channels and
+    size ceil(H / 2**(i+2)) x ceil(W / 2**(i+2))). ``out_channels`` / ``out_strides`` list them.
+
+    Only the options the official configs use are implemented: absolute position embedding
+    (``ape``), dropout and attention dropout other than 0 and frozen stages are rejected.
+    ``pretrain_img_size`` only matters for ``ape`` and is recorded.
+    """
+
+    def __init__(self, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
+                 mlp_ratio=4.0, drop_path_rate=0.2, out_indices=(1, 2, 3), patch_size=4,
+                 pretrain_img_size=224, in_chans=3, qkv_bias=True, patch_norm=True, ape=False,
+                 drop_rate=0.0, attn_drop_rate=0.0, frozen_stages=-1):
+        super().__init__()
+        if ape:
+            raise NotImplementedError("absolute position embedding (ape=True) is not used by any "
+                                      "official Focus-DETR config and is not implemented")
+        if drop_rate or attn_drop_rate:
+            raise NotImplementedError("dropout / attention dropout are 0 in every official config")
+        if frozen_stages != -1:
+            raise NotImplementedError("frozen_stages is -1 in every official config")
+        if len(depths) != len(num_heads):
+            raise ValueError("depths and num_heads must have the same length")
+        num_layers = len(depths)
+        if not out_indices or any(i < 0 or i >= num_layers for i in out_indices):
+            raise ValueError(f"out_indices must be within 0..{num_layers - 1}")
+        self.pretrain_img_size = pretrain_img_size
+        self.embed_dim = embed_dim
+        self.depths = tuple(depths)
+        self.num_heads = tuple(num_heads)
+        self.window_size = window_size
+        self.num_layers = num_layers
+        self.out_indices = tuple(out_indices)
+        self.num_features = tuple(int(embed_dim * 2 ** i) for i in range(num_layers))
+        self.out_channels = tuple(self.num_features[i] for i in self.out_indices)
+        self.out_strides = tuple(patch_size * 2 ** i for i in self.out_indices)
+        self.output_names = tuple(f"p{i}" for i in self.out_indices)  # detectron2 output keys
+        self._last = max(self.out_indices)
+
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm)
+        # stochastic depth decay rule: float32 linspace, as torch.linspace(0, rate, sum(depths))
+        dpr = [float(v) for v in np.linspace(0.0, drop_path_rate, sum(depths), dtype=np.float32)]
+        layers = []
+        for i in range(num_layers):
+            start = sum(depths[:i])
+            layers.append(BasicLayer(
+                self.num_features[i], depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias,
+                drop_path=dpr[start:start + depths[i]], downsample=i < num_layers - 1))
+        self.layers = nn.CellList(layers)
+        for i in self.out_indices:
+            setattr(self, f"norm{i}", _layer_norm(self.num_features[i]))
+        # plain tuple for construct (the Cells are registered under norm{i} above)
+        self._out_norms = tuple(getattr(self, f"norm{i}") for i in self.out_indices)
+
+    def construct(self, x):
+        x = self.patch_embed(x)
+        outs = ()
+        k = 0
+        for i in range(self.num_layers):
+            if i <= self._last:
+                x_out, x = self.layers[i](x)
+                if i in self.out_indices:
+                    outs = outs + (self._out_norms[k](x_out).transpose(0, 3, 1, 2),)
+                    k = k + 1
+        return outs
+
+
+def swin_backbone(variant, **overrides):
+    """A ``SwinBackbone`` of one of the official configs (``SWIN_VARIANTS``), e.g. 'swin_tiny_224'."""
+    if variant not in SWIN_VARIANTS:
+        raise ValueError(f"unknown Swin variant {variant!r}; known: {sorted(SWIN_VARIANTS)}")
+    kwargs = dict(SWIN_VARIANTS[variant])
+    kwargs.update(overrides)
+    return SwinBackbone(**kwargs)
