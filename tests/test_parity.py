@@ -38,7 +38,7 @@ def eval_model(golden_dir):
 def train_model(golden_dir):
     meta = json.load(open(golden_dir / "model_train_r50.json"))
     return parity.build_golden_model(str(golden_dir), meta, num_classes=80), dict(
-        np.load(golden_dir / "model_train_r50.npz"))
+        np.load(golden_dir / "model_train_r50.npz")), meta
 
 
 def test_eval_forward_and_detections(eval_model, mode):
@@ -48,11 +48,16 @@ def test_eval_forward_and_detections(eval_model, mode):
         "postprocess_topk_indices[0]", "postprocess_topk_values[1]", "det_boxes_0", "det_labels_1"])
 
 
-def test_train_forward_with_masks_and_denoising(train_model, mode):
-    model, g = train_model
-    rows = parity.compare_train("model_train_r50", g, parity.run_train_model(model, g, mode))
+def test_train_forward_denoising_matching_and_losses(train_model, mode):
+    """Model forward with real masks and replayed denoising draws, then the criterion on our own
+    outputs: matchings and foreground targets exact, every loss within 1e-4 relative."""
+    model, g, meta = train_model
+    rows = parity.compare_train("model_train_r50", g, meta, parity.run_train_model(model, g, meta, mode))
+    matchings = [f"match_{s}_{b}" for s in ("main", "enc", "aux_0", "aux_4") for b in (0, 1)]
     assert_rows(rows, ["mask_l0", "valid_ratios", "valid_token_nums"] + ENCODER + DECODER + [
-        "aux_pred_logits", "enc_pred_logits", "enc_pred_boxes", "dn_pred_logits", "dn_pred_boxes"])
+        "aux_pred_logits", "enc_pred_logits", "enc_pred_boxes", "dn_pred_logits", "dn_pred_boxes",
+        "dn_noised_labels", "dn_input_query_bbox", "dn_attn_mask", "fg_targets", "total_loss"]
+        + matchings + list(meta["losses_unweighted"]))
     # the training fixture exercises the static-shape masking: image 1 keeps fewer tokens than F
     focus = g["focus_token_nums"]
     assert focus[1] < focus[0] == g["encoder_foreground_topk"][0]

@@ -2,9 +2,10 @@
 
     python -m src.tools.parity --golden DIR [--mode graph|pynative|both]
 
-Every fixture in DIR is compared (``model_eval_*``, ``msda_core*``, the converter contract
-``state_dict_*``); a fixture this port cannot compare yet is listed as "not compared", never
-skipped silently. One line per compared tensor: max abs error, max rel error (max abs error
+Every fixture in DIR is compared (``model_eval_*``; ``model_train_*``: training forward with the
+recorded denoising draws replayed, matchings, foreground targets and every loss; ``msda_core*``;
+the converter contract ``state_dict_*``); a fixture this port cannot compare yet is listed as
+"not compared", never skipped silently. One line per compared tensor: max abs error, max rel error (max abs error
 over max |reference|), index agreement (common indices per image for selections). Exit status 1 when any comparison is outside tolerance or a fixture failed.
 
 Comparison rules (the golden README): selections are compared as sets per image; rows that
@@ -30,6 +31,7 @@ import src  # noqa: F401  (CPU start-up fix before MindSpore)
 TOL_ENCODER = 1e-4     # backbone .. encoder head, foreground scores, proposals
 TOL_DECODER = 3e-3     # decoder states and logits (teacher-forced proposals)
 TOL_BOX = 3e-4         # normalized boxes and references
+TOL_LOSS_REL = 1e-4   # every loss, relative
 TOL_MSDA_OUT = 1e-5
 TOL_MSDA_GRAD = 1e-4
 TOL_MSDA_LOC_GRAD = 1e-3
@@ -283,51 +285,108 @@ def compare_eval(name, g, ours):
     return rows
 
 
-def fixture_denoising(g):
-    """The fixture's denoising queries in the model's padded slot layout: copy r of image b's
-    t-th GT sits at slot r*max_gt + t; the fixture stores them in 'known' order (copy r of the
-    batch-concatenated GT list at r*T + offset_b + t). Slots with t >= n_b stay empty."""
-    counts = [len(g[f"gt_labels_{b}"]) for b in range(len(g["image_sizes"]))]
-    total, max_gt = sum(counts), int(g["dn_meta_single_padding"]) // 2
-    pad = g["dn_input_query_bbox"].shape[1]
-    labels = np.zeros((len(counts), pad), np.int32)
-    valid = np.zeros((len(counts), pad), bool)
+def fixture_targets(g):
+    """The fixture's criterion targets as the padded batch the training loop feeds: (B,M,4)
+    normalized cxcywh, (B,M) labels, (B,M) validity, M = max(1, most boxes in an image)."""
+    counts = [len(g[f"target_labels_{b}"]) for b in range(len(g["image_sizes"]))]
+    width = max(1, max(counts))
+    boxes = np.zeros((len(counts), width, 4), np.float32)
+    labels = np.zeros((len(counts), width), np.int32)
+    valid = np.zeros((len(counts), width), bool)
     for b, n in enumerate(counts):
-        offset = sum(counts[:b])
-        for r in range(pad // max_gt):
-            for t in range(n):
-                labels[b, r * max_gt + t] = g["dn_noised_labels"][r * total + offset + t]
-                valid[b, r * max_gt + t] = True
-    return labels, g["dn_input_query_bbox"].astype(np.float32), valid, g["dn_attn_mask"]
+        boxes[b, :n] = g[f"target_boxes_{b}"].reshape(n, 4)
+        labels[b, :n] = g[f"target_labels_{b}"]
+        valid[b, :n] = True
+    return boxes, labels, valid
 
 
-def run_train_model(model, g, mode):
-    """Training-mode forward on the fixture's denoising queries, teacher-forced two-stage top-k."""
+def fixture_denoising(g, num_classes, dn_cfg):
+    """The production denoising builder replaying the fixture's recorded random draws."""
+    from src.modeling.denoising import DenoisingDraws, prepare_denoising
+
+    boxes, labels, valid = fixture_targets(g)
+    draws = DenoisingDraws(*(g[k] for k in ("rand_label_p", "rand_new_label", "rand_box_sign01", "rand_box_part")))
+    return prepare_denoising(boxes, labels, valid, num_classes=num_classes, dn_number=dn_cfg["dn_number"],
+                             label_noise_ratio=dn_cfg["label_noise_ratio"], box_noise_scale=dn_cfg["box_noise_scale"],
+                             num_queries=g["two_stage_topk_inds"].shape[1], draws=draws)
+
+
+def run_train_model(model, g, meta, mode):
+    """Training-mode forward (denoising replayed, two-stage top-k teacher-forced) and the
+    criterion on its outputs."""
     import mindspore as ms
     from mindspore import Tensor
 
+    from src.losses.criterion import FocusDETRCriterion
     from src.modeling.focus_detr import named_outputs
 
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     model.set_train(True)
     model.set_capture(True)
     images, sizes = batch_images(g)
-    denoising = tuple(Tensor(a) for a in fixture_denoising(g))
-    result = named_outputs(model, model(Tensor(images), Tensor(sizes), denoising,
-                                        Tensor(g["two_stage_topk_inds"].astype(np.int32))))
-    return {k: v.asnumpy() if hasattr(v, "asnumpy") else v for k, v in result.items()}
+    dn = fixture_denoising(g, model.num_classes, meta["dn"])
+    raw = model(Tensor(images), Tensor(sizes), tuple(Tensor(a) for a in dn.model_inputs()),
+                Tensor(g["two_stage_topk_inds"].astype(np.int32)))
+    result = named_outputs(model, raw)
+    crit = meta["criterion"]
+    criterion = FocusDETRCriterion(num_classes=model.num_classes, focal_alpha=crit["focal_alpha"],
+                                   focal_gamma=crit["focal_gamma"], fg_strides=tuple(crit["fg_strides"]),
+                                   fg_limit_ranges=tuple(tuple(r) for r in crit["fg_limit_range"]))
+    boxes, labels, valid = fixture_targets(g)
+    total, losses, matches, fg_targets = criterion(raw[0], Tensor(boxes), Tensor(labels), Tensor(valid),
+                                                   Tensor(sizes), tuple(images.shape[2:]),
+                                                   tuple(Tensor(a) for a in dn.criterion_inputs()))
+    out = {k: v.asnumpy() if hasattr(v, "asnumpy") else v for k, v in result.items()}
+    out.update(dn=dn, total_loss=float(total.asnumpy()), losses=[float(v.asnumpy()) for v in losses],
+               matches=matches.asnumpy(), fg_targets=fg_targets.asnumpy())
+    return out
 
 
-def compare_train(name, g, ours):
-    """The eval comparisons on the training forward plus the criterion inputs it produces."""
-    rows = compare_eval(name, g, ours)
-    rows += [value_row(name, "aux_pred_logits", ours["pred_logits"][:-1], g["aux_pred_logits"], TOL_DECODER),
+def compare_train(name, g, meta, ours):
+    """The eval comparisons on the training forward, the denoising queries, the criterion
+    inputs it produces, the matchings, the foreground targets and every loss."""
+    from src.losses.criterion import loss_keys, loss_weights
+    from src.losses.matcher import scipy_order
+
+    dn = ours["dn"]
+    pad = g["dn_input_query_bbox"].shape[1]
+    queries = g["two_stage_topk_inds"].shape[1]
+    keep = np.r_[0:pad, dn.labels.shape[1]:dn.labels.shape[1] + queries]  # our extra slots removed
+    # decoder tensors hold the denoising slots too: compare the reference's pad + queries rows
+    trimmed = dict(ours, decoder_init_reference=ours["decoder_init_reference"][:, keep],
+                   decoder_hidden_states=ours["decoder_hidden_states"][:, :, keep],
+                   decoder_references=ours["decoder_references"][:, :, keep])
+    rows = compare_eval(name, g, trimmed)
+    rows += [exact_row(name, "dn_noised_labels", dn.noised_labels, g["dn_noised_labels"]),
+             value_row(name, "dn_known_bbox_expand", dn.noised_boxes, g["dn_known_bbox_expand"], TOL_BOX),
+             value_row(name, "dn_input_query_bbox", dn.boxes_unact[:, :pad], g["dn_input_query_bbox"], TOL_BOX),
+             exact_row(name, "dn_attn_mask", dn.attn_mask[np.ix_(keep, keep)], g["dn_attn_mask"]),
+             exact_row(name, "dn_meta", [dn.single_padding, dn.dn_num],
+                       [int(g["dn_meta_single_padding"]), int(g["dn_meta_dn_num"])]),
+             value_row(name, "aux_pred_logits", ours["pred_logits"][:-1], g["aux_pred_logits"], TOL_DECODER),
              value_row(name, "aux_pred_boxes", ours["pred_boxes"][:-1], g["aux_pred_boxes"], TOL_BOX),
              value_row(name, "enc_pred_logits", ours["enc_logits"], g["enc_pred_logits"], TOL_DECODER),
              value_row(name, "enc_pred_boxes", ours["enc_boxes"], g["enc_pred_boxes"], TOL_BOX),
-             value_row(name, "dn_pred_logits", ours["dn_logits"], g["dn_pred_logits"], TOL_DECODER),
-             value_row(name, "dn_pred_boxes", ours["dn_boxes"], g["dn_pred_boxes"], TOL_BOX)]
+             value_row(name, "dn_pred_logits", ours["dn_logits"][:, :, :pad], g["dn_pred_logits"], TOL_DECODER),
+             value_row(name, "dn_pred_boxes", ours["dn_boxes"][:, :, :pad], g["dn_pred_boxes"], TOL_BOX),
+             exact_row(name, "fg_targets", ours["fg_targets"].astype(np.int64), g["fg_targets"])]
+    stages = tuple(f"aux_{i}" for i in range(ours["matches"].shape[0] - 2)) + ("main", "enc")
+    for row, stage in enumerate(stages):
+        for b in range(ours["matches"].shape[1]):
+            if f"match_{stage}_src_{b}" in g:
+                src, tgt = scipy_order(ours["matches"][row, b])
+                rows.append(exact_row(name, f"match_{stage}_{b}", np.stack([src, tgt]),
+                                      np.stack([g[f"match_{stage}_src_{b}"], g[f"match_{stage}_tgt_{b}"]])))
+    for key, value, weight in zip(loss_keys(), ours["losses"], loss_weights()):
+        rows.append(loss_row(name, key, value / weight, meta["losses_unweighted"][key]))
+    rows.append(loss_row(name, "total_loss", ours["total_loss"], meta["total_loss"]))
     return rows
+
+
+def loss_row(fixture, name, ours, ref):
+    err = abs(ours - ref)
+    rel = err / max(abs(ref), 1e-12)
+    return Row(fixture, name, err, rel, f"{ours:.6g}", TOL_LOSS_REL, bool(rel <= TOL_LOSS_REL or err <= 1e-8))
 
 
 def compare_detections(name, g, det):
@@ -446,7 +505,7 @@ def compare_fixture(path, golden_dir, mode):
         return compare_eval(label, g, run_eval_model(model, g, mode))
     if stem.startswith("model_train_") and fixture_model_config(meta):
         model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1])
-        return compare_train(label, g, run_train_model(model, g, mode))
+        return compare_train(label, g, meta, run_train_model(model, g, meta, mode))
     note = (f"backbone of {meta.get('model', '?')!r} not supported yet" if stem.startswith("model_")
             else "unknown fixture kind")
     return [Row(label, "-", ok=True, agreement="not compared", note=note)]
