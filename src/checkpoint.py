@@ -169,4 +169,4 @@ def load_port_checkpoint(model, path, strict=True):
 
 
 def _is_training_state(name):
-    return name.startswith(("optimizer.", "ema.", "train_state.")) or name in ("global_step", "epoch_num", "step_num")
+    return name.startswith(("optimizer.", "train_state.")) or name in ("iteration", "skipped_steps")

@@ -150,10 +150,11 @@ def test_token_gather_scatter_forward_and_grad(mode):
     np.testing.assert_allclose(g_rows.asnumpy(), ref_grows, atol=1e-6)
 
 
-def test_msda_core_matches_golden(mode, golden_dir):
+@pytest.mark.parametrize("impl", ["reference", "gather"])
+def test_msda_core_matches_golden(mode, golden_dir, impl):
     """Deformable sampling core: forward and all three gradients against the official code."""
     g = dict(np.load(golden_dir / "msda_core.npz"))
-    rows = compare_msda("msda_core", g, mode)
+    rows = compare_msda("msda_core", g, mode, impl)
     assert len(rows) == 4
     for row in rows:
         assert row.ok, row.line()

@@ -41,6 +41,52 @@ class MSDeformAttnCoreReference(nn.Cell):
 
 
 @ms.constexpr
+def level_geometry(spatial_shapes):
+    """(L,) float32 widths and heights and (L,) int32 start tokens of the levels."""
+    widths = np.array([w for _, w in spatial_shapes], np.float32)
+    heights = np.array([h for h, _ in spatial_shapes], np.float32)
+    starts = np.cumsum([0] + [h * w for h, w in spatial_shapes[:-1]]).astype(np.int32)
+    return Tensor(widths), Tensor(heights), Tensor(starts)
+
+
+class MSDeformAttnCoreGather(nn.Cell):
+    """The same sampling core as four-corner bilinear interpolation with ``ops.gather``.
+
+    Same inputs, output and semantics as ``MSDeformAttnCoreReference`` (zero padding outside the
+    map, align_corners=False). Its backward is a gather gradient (segment sum) instead of
+    MindSpore's CPU ``GridSampler2DGrad``, which fails (``memcpy_s`` errno 34, wrong gradients)
+    on training-size inputs and is slow. Gradients reach the sampling locations through the
+    bilinear weights, as in grid_sample.
+    """
+
+    def construct(self, value, spatial_shapes, sampling_locations, attention_weights):
+        bsz, _, heads, dim = value.shape
+        _, nq, _, levels, points, _ = sampling_locations.shape
+        widths, heights, starts = level_geometry(spatial_shapes)
+        shape = (1, 1, 1, levels, 1)
+        w, h = widths.reshape(shape), heights.reshape(shape)
+        x = sampling_locations[..., 0] * w - 0.5
+        y = sampling_locations[..., 1] * h - 0.5
+        x0, y0 = ops.floor(x), ops.floor(y)
+        fx, fy = x - x0, y - y0
+        indices, weights = [], []
+        for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = ops.logical_and(ops.logical_and(xi >= 0, xi <= w - 1), ops.logical_and(yi >= 0, yi <= h - 1))
+            corner = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy)
+            weights.append(ops.where(inside, corner * attention_weights, 0.0))
+            flat = starts.reshape(shape) + (ops.clamp(yi, 0.0, None) * w + ops.clamp(xi, 0.0, None)).astype(ms.int32)
+            indices.append(ops.where(inside, flat, 0))
+        # (B,Q,M,L,P,4) -> (B*M, Q*L*P*4): one gather per head over its value rows
+        idx = ops.stack(indices, -1).transpose(0, 2, 1, 3, 4, 5).reshape(bsz * heads, nq * levels * points * 4)
+        wts = ops.stack(weights, -1).transpose(0, 2, 1, 3, 4, 5).reshape(bsz * heads, nq, levels * points * 4, 1)
+        v = value.transpose(0, 2, 1, 3).reshape(bsz * heads, -1, dim)
+        sampled = ops.gather(v, idx, 1, 1).reshape(bsz * heads, nq, levels * points * 4, dim)
+        out = (sampled * wts).sum(2).reshape(bsz, heads, nq, dim)
+        return out.transpose(0, 2, 1, 3).reshape(bsz, nq, heads * dim)
+
+
+@ms.constexpr
 def level_size_normalizer(spatial_shapes):
     """(L,2) [w, h] per level: encoder offsets are in pixels of each level."""
     return Tensor(np.array([[w, h] for h, w in spatial_shapes], np.float32))
@@ -49,10 +95,13 @@ def level_size_normalizer(spatial_shapes):
 def build_msda_core(impl="reference"):
     """The dispatch point for the deformable sampling core.
 
-    ``impl``: 'reference' (pure MindSpore). Custom kernels register here.
+    ``impl``: 'reference' (pure MindSpore, ``grid_sample``), 'gather' (pure MindSpore, four-corner
+    gather; the training path on CPU). Custom kernels register here.
     """
     if impl == "reference":
         return MSDeformAttnCoreReference()
+    if impl == "gather":
+        return MSDeformAttnCoreGather()
     raise ValueError(f"unknown deformable attention implementation {impl!r}")
 
 

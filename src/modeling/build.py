@@ -7,7 +7,7 @@ from .transformer import FocusDETRTransformer
 
 def build_backbone(cfg):
     if cfg.name == "resnet":
-        return ResNetBackbone(cfg.depth, cfg.freeze_at)
+        return ResNetBackbone(cfg.depth, cfg.freeze_at, cfg.norm)
     if cfg.name == "swin":
         overrides = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
         return swin_backbone(cfg.variant, **overrides)

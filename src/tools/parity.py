@@ -423,7 +423,7 @@ def compare_detections(name, g, det):
     return rows
 
 
-def compare_msda(name, g, mode):
+def compare_msda(name, g, mode, impl="reference"):
     import mindspore as ms
     from mindspore import Tensor, nn
 
@@ -431,7 +431,7 @@ def compare_msda(name, g, mode):
 
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     shapes = tuple(tuple(int(v) for v in s) for s in g["spatial_shapes"])
-    core = build_msda_core("reference")
+    core = build_msda_core(impl)
 
     class Weighted(nn.Cell):
         def __init__(self):

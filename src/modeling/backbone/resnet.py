@@ -1,4 +1,7 @@
-"""ResNet-50/101 backbone with detectron2 semantics, built from mindcv's ResNet.
+"""ResNet backbone with detectron2 semantics, built from mindcv's ResNet.
+
+Depth 50/101 (bottleneck blocks) are the official backbones; 18/34 (basic blocks) with
+trainable BatchNorm (``norm="bn"``) serve small models trained from scratch (the quick start).
 
 mindcv's stem differs from detectron2/torchvision in one place: its 3x3/2 max-pool uses
 TF "same" padding, which on even-sized maps pads only bottom/right and shifts every window.
@@ -10,9 +13,7 @@ op into a side effect with control edges to all kernels, so our block adds out o
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
-from mindcv.models.resnet import Bottleneck, ResNet
-
-_DEPTHS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
+from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
 
 
 class FrozenBatchNorm2d(nn.Cell):
@@ -44,21 +45,37 @@ class _Bottleneck(Bottleneck):
         return self.relu(self.bn3(self.conv3(out)) + identity)
 
 
+class _BasicBlock(BasicBlock):
+    def construct(self, x):
+        identity = x if self.down_sample is None else self.down_sample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+_DEPTHS = {18: (_BasicBlock, [2, 2, 2, 2]), 34: (_BasicBlock, [3, 4, 6, 3]),
+           50: (_Bottleneck, [3, 4, 6, 3]), 101: (_Bottleneck, [3, 4, 23, 3])}
+_NORMS = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d}
+
+
 class ResNetBackbone(ResNet):
-    """ResNet returning res3, res4, res5 (512/1024/2048 channels, strides 8/16/32).
+    """ResNet returning res3, res4, res5 (strides 8/16/32; 512/1024/2048 channels for depth
+    50/101, 128/256/512 for 18/34).
 
     ``freeze_at``: 0 trains everything, 1 freezes the stem conv (official), k>1 also
-    freezes res2..res{k}.
+    freezes res2..res{k}. ``norm``: 'frozen_bn' (official) or 'bn' (trainable BatchNorm).
     """
 
-    def __init__(self, depth=50, freeze_at=1):
+    def __init__(self, depth=50, freeze_at=1, norm="frozen_bn"):
         if depth not in _DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
-        super().__init__(_Bottleneck, _DEPTHS[depth], norm=FrozenBatchNorm2d)
+        if norm not in _NORMS:
+            raise ValueError(f"ResNet norm must be one of {sorted(_NORMS)}, got {norm!r}")
+        block, layers = _DEPTHS[depth]
+        super().__init__(block, layers, norm=_NORMS[norm])
         self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
         del self.pool
         del self.classifier
-        self.out_channels = (512, 1024, 2048)
+        self.out_channels = tuple(c * block.expansion for c in (128, 256, 512))
         self.out_strides = (8, 16, 32)
         self.output_names = ("res3", "res4", "res5")  # detectron2 output keys
         frozen = ["conv1."] + [f"layer{i}." for i in range(1, freeze_at)] if freeze_at >= 1 else []

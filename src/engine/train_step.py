@@ -1,0 +1,78 @@
+"""One training iteration as a single graph: forward, criterion, backward, loss scaling,
+gradient clipping and the AdamW update.
+
+Inputs are static-shape tensors (a canvas bucket fixes the image shape, GT and denoising slots
+are padded), so graph mode compiles once per canvas. Steps whose gradients are not finite (a
+loss-scale overflow in mixed precision, or a diverging loss) leave every parameter and
+optimizer state untouched; they are counted, and the dynamic loss scale is halved.
+"""
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from .gradients import clip_by_global_norm, global_norm, scale_all, zero_unless
+
+
+class ModelWithLoss(nn.Cell):
+    """Forward + criterion; returns (loss * scale, (weighted losses...))."""
+
+    def __init__(self, model, criterion):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def construct(self, images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, scale):
+        outputs, _ = self.model(images, image_sizes, dn_inputs)
+        total, losses, _, _ = self.criterion(outputs, gt_boxes, gt_labels, gt_valid, image_sizes,
+                                             (images.shape[2], images.shape[3]), dn_targets)
+        return total * scale, losses
+
+
+class LossScale(nn.Cell):
+    """Dynamic loss scale (halve on overflow, double after ``window`` good steps) or a fixed one
+    (``dynamic=False``). Scale 1 with ``dynamic=False`` is plain float32 training."""
+
+    def __init__(self, init_scale=1.0, dynamic=False, window=1000):
+        super().__init__()
+        self.scale = Parameter(Tensor(init_scale, ms.float32), name="train_state.loss_scale", requires_grad=False)
+        self.good_steps = Parameter(Tensor(0, ms.int32), name="train_state.good_steps", requires_grad=False)
+        self.dynamic = dynamic
+        self.window = window
+
+    def construct(self, finite):
+        if not self.dynamic:  # a Python attribute, fixed at compile time
+            return self.scale
+        good = ops.where(finite, self.good_steps + 1, 0)
+        grow = good >= self.window
+        new_scale = ops.where(finite, ops.where(grow, self.scale * 2.0, self.scale),
+                              ops.maximum(self.scale * 0.5, 1.0))
+        ops.assign(self.good_steps, ops.where(grow, 0, good))
+        ops.assign(self.scale, new_scale)
+        return new_scale
+
+
+class TrainStep(nn.Cell):
+    """``construct(images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, lr)``
+    returns (total loss, weighted losses tuple, gradient norm before clipping, step applied)."""
+
+    def __init__(self, model, criterion, optimizer, loss_scale, clip_max_norm=0.1):
+        super().__init__()
+        self.model_with_loss = ModelWithLoss(model, criterion)
+        self.optimizer = optimizer
+        self.loss_scale = loss_scale
+        self.clip_max_norm = clip_max_norm
+        self.grad_fn = ops.value_and_grad(self.model_with_loss, None, optimizer.params, has_aux=True)
+
+    def construct(self, images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, lr):
+        scale = self.loss_scale.scale
+        (scaled_total, losses), grads = self.grad_fn(images, image_sizes, gt_boxes, gt_labels, gt_valid,
+                                                     dn_inputs, dn_targets, scale)
+        grads = scale_all(grads, 1.0 / scale)
+        finite = ops.logical_and(ops.isfinite(scaled_total), ms.amp.all_finite(grads))
+        if self.clip_max_norm > 0:
+            grads, norm = clip_by_global_norm(grads, self.clip_max_norm)
+        else:
+            norm = global_norm(grads)
+        grads = zero_unless(grads, finite)
+        self.optimizer(grads, lr, finite)
+        self.loss_scale(finite)
+        return scaled_total / scale, losses, norm, finite

@@ -1,0 +1,201 @@
+"""The training loop: data, host-side denoising, the compiled train step, logging, periodic
+evaluation and exact-resume checkpoints.
+
+Exact resume: everything random is a function of (seed, epoch) for the data plan and of
+(seed, rank, iteration) for the denoising noise, so the only state is the parameters, the
+optimizer and loss-scale state (all Parameters of the train step) and the iteration counter.
+"""
+import json
+import math
+import os
+import time
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor
+
+from ..checkpoint import save_checkpoint_atomic
+from ..data import AugmentConfig, CocoDetection, build_loader, plan_epoch
+from ..losses.criterion import FocusDETRCriterion, loss_keys
+from ..modeling.denoising import prepare_denoising
+from .evaluator import coco_evaluate, format_stats, predict
+from .logger import Progress
+from .lr_schedule import StepSchedule
+from .optimizer import AdamW, parameter_groups
+from .train_step import LossScale, TrainStep
+
+CHECKPOINT_PREFIX = "checkpoint_iter"
+
+
+def augment_config(data_cfg):
+    return AugmentConfig(
+        train_short_sides=tuple(data_cfg.train_short_sides), train_max_size=data_cfg.train_max_size,
+        flip_prob=data_cfg.flip_prob, random_crop=data_cfg.random_crop,
+        crop_short_sides=tuple(data_cfg.crop_short_sides), crop_size=tuple(data_cfg.crop_size),
+        test_short_side=data_cfg.test_short_side, test_max_size=data_cfg.test_max_size,
+        interpolation=data_cfg.interpolation)
+
+
+def canvases(value):
+    return None if value is None else [tuple(int(v) for v in c) for c in value]
+
+
+def build_dataset(data_cfg, split):
+    """The train or val ``CocoDetection`` named by the config (paths checked with clear errors)."""
+    json_path, image_dir = data_cfg[f"{split}_json"], data_cfg[f"{split}_images"]
+    if not json_path or not image_dir:
+        raise ValueError(f"data.{split}_json and data.{split}_images must be set")
+    return CocoDetection(json_path, image_dir, filter_empty=data_cfg.filter_empty_train if split == "train" else False,
+                         bad_box=data_cfg.bad_box, bad_image=data_cfg.bad_image, box_tolerance=data_cfg.box_tolerance)
+
+
+def build_eval_loader(cfg, dataset, shard_id=0, num_shards=1):
+    return build_loader(dataset, cfg.train.eval_batch_size, train=False, canvases=canvases(cfg.data.eval_canvases),
+                        augment=augment_config(cfg.data), num_workers=cfg.data.num_workers,
+                        max_boxes=cfg.data.max_boxes, shard_id=shard_id, num_shards=num_shards,
+                        multiprocessing=cfg.data.multiprocessing)
+
+
+def evaluate(cfg, model, dataset, logger, output_dir=None):
+    results = predict(model, build_eval_loader(cfg, dataset), cfg.model.num_select, logger)
+    stats, summary = coco_evaluate(dataset, results, output_dir)
+    logger.info("COCO bbox evaluation:\n" + summary + format_stats(stats))
+    if output_dir:
+        with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
+            json.dump(stats, f)
+    return stats
+
+
+def checkpoint_path(output_dir, iteration):
+    return os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{iteration:07d}.ckpt")
+
+
+class Trainer:
+    def __init__(self, cfg, model, train_set, val_set, logger, rank=0, world_size=1):
+        self.cfg, self.model, self.logger = cfg, model, logger
+        self.train_set, self.val_set = train_set, val_set
+        self.rank, self.world_size = rank, world_size
+        tc = cfg.train
+        if tc.batch_size % world_size:
+            raise ValueError(f"train.batch_size {tc.batch_size} is not divisible by {world_size} devices")
+        self.local_batch = tc.batch_size // world_size
+        self.schedule = StepSchedule(tc.lr, tc.lr_milestones, tc.lr_gammas, tc.warmup_iters, tc.warmup_factor)
+        if tc.amp_level != "O0":
+            ms.amp.auto_mixed_precision(model, tc.amp_level, dtype=ms.float16)
+        criterion = FocusDETRCriterion(num_classes=cfg.model.num_classes, num_layers=cfg.model.num_decoder_layers,
+                                       num_boxes_all_reduce=world_size > 1)
+        params, lr_mults, decays = parameter_groups(model, tc.weight_decay, tc.backbone_lr_mult)
+        self.optimizer = AdamW(params, lr_mults, decays, tuple(tc.betas), tc.eps)
+        scale = LossScale(tc.loss_scale if tc.amp_level != "O0" else 1.0, dynamic=tc.amp_level != "O0",
+                          window=tc.loss_scale_window)
+        self.step = TrainStep(model, criterion, self.optimizer, scale, tc.clip_max_norm)
+        self.loss_keys = loss_keys(cfg.model.num_decoder_layers)
+        self.start_iter = 0
+        self.skipped_steps = 0
+
+    def steps_per_epoch(self, epoch):
+        return len(plan_epoch(self.train_set, self.local_batch, True, canvases(self.cfg.data.canvases),
+                              augment_config(self.cfg.data), self.cfg.train.seed, epoch, self.rank, self.world_size))
+
+    def resume(self, path):
+        """Restore parameters, optimizer and loss-scale state and the iteration from ``path``."""
+        params = ms.load_checkpoint(path)
+        if "iteration" not in params:
+            raise ValueError(f"{path}: not a training checkpoint (no 'iteration'); use --ckpt for weights")
+        names = {p.name for p in self.step.get_parameters()}
+        missing = sorted(names - set(params))
+        if missing:
+            raise ValueError(f"{path}: training state does not match this config; missing {missing[:10]}")
+        ms.load_param_into_net(self.step, {k: v for k, v in params.items() if k in names}, strict_load=True)
+        self.start_iter = int(params["iteration"].asnumpy())
+        self.skipped_steps = int(params["skipped_steps"].asnumpy())
+        self.logger.info(f"resumed from {path} at iteration {self.start_iter}")
+
+    def save(self, iteration):
+        path = checkpoint_path(self.cfg.train.output_dir, iteration)
+        save_checkpoint_atomic(self.step, path, append_dict={"iteration": iteration,
+                                                             "skipped_steps": self.skipped_steps})
+        keep = self.cfg.train.max_checkpoints
+        if keep:
+            old = sorted(f for f in os.listdir(self.cfg.train.output_dir) if f.startswith(CHECKPOINT_PREFIX))
+            for name in old[:-keep]:
+                os.remove(os.path.join(self.cfg.train.output_dir, name))
+        self.logger.info(f"saved {path}")
+
+    def batches(self):
+        """(iteration, batch) from ``start_iter`` to ``max_iter``, epoch after epoch."""
+        iteration, epoch = 0, 0
+        tc, dc = self.cfg.train, self.cfg.data
+        while iteration < tc.max_iter:
+            steps = self.steps_per_epoch(epoch)
+            if steps == 0:
+                raise ValueError(f"{self.train_set.ann_file}: fewer training images than batch size {self.local_batch}")
+            if iteration + steps <= self.start_iter:  # epoch finished before the checkpoint
+                iteration, epoch = iteration + steps, epoch + 1
+                continue
+            start = max(self.start_iter - iteration, 0)
+            loader = build_loader(self.train_set, self.local_batch, True, canvases(dc.canvases), augment_config(dc),
+                                  dc.num_workers, tc.seed, epoch, start, dc.max_boxes, self.rank, self.world_size,
+                                  dc.multiprocessing)
+            iteration += start
+            for batch in loader.create_tuple_iterator(num_epochs=1, output_numpy=True):
+                if iteration >= tc.max_iter:
+                    return
+                yield iteration, batch
+                iteration += 1
+            epoch += 1
+
+    def denoising(self, iteration, gt_boxes, gt_labels, gt_valid):
+        mc = self.cfg.model
+        rng = np.random.default_rng([self.cfg.train.seed, self.rank, iteration])
+        dn = prepare_denoising(gt_boxes, gt_labels, gt_valid, num_classes=mc.num_classes, dn_number=mc.dn_number,
+                               label_noise_ratio=mc.label_noise_ratio, box_noise_scale=mc.box_noise_scale,
+                               num_queries=mc.num_queries, rng=rng)
+        # mutable: a plain tuple of Tensors is a graph constant and would recompile every step
+        return (ms.mutable(tuple(Tensor(a) for a in dn.model_inputs())),
+                ms.mutable(tuple(Tensor(a) for a in dn.criterion_inputs())))
+
+    def train(self):
+        tc = self.cfg.train
+        self.model.set_train(True)
+        progress = Progress(self.start_iter, tc.max_iter, tc.batch_size)
+        self.logger.info(f"training from iteration {self.start_iter} to {tc.max_iter}, batch {tc.batch_size} "
+                         f"({self.local_batch} per device x {self.world_size})")
+        iteration = self.start_iter
+        for iteration, batch in self.batches():
+            images, sizes, gt_boxes, gt_labels, gt_valid, _, _ = batch
+            dn_inputs, dn_targets = self.denoising(iteration, gt_boxes, gt_labels, gt_valid)
+            lr = self.schedule(iteration)
+            total, losses, grad_norm, applied = self.step(
+                Tensor(images), Tensor(sizes), Tensor(gt_boxes), Tensor(gt_labels), Tensor(gt_valid),
+                dn_inputs, dn_targets, Tensor(lr, ms.float32))
+            if not bool(applied.asnumpy()):
+                self.skipped_steps += 1
+                self.logger.warning(f"iter {iteration + 1}: non-finite gradients, step skipped "
+                                    f"({self.skipped_steps} so far)")
+            done = iteration + 1
+            if done % tc.log_period == 0 or done == self.start_iter + 1 or done == tc.max_iter:
+                self.log(done, float(total.asnumpy()), losses, lr, float(grad_norm.asnumpy()), progress)
+            if tc.checkpoint_period and done % tc.checkpoint_period == 0 and done < tc.max_iter:
+                self.save(done)
+            if self.val_set is not None and tc.eval_period and done % tc.eval_period == 0 and done < tc.max_iter:
+                evaluate(self.cfg, self.model, self.val_set, self.logger)
+                self.model.set_train(True)
+        self.save(tc.max_iter)
+
+    def log(self, done, total, losses, lr, grad_norm, progress):
+        speed, eta = progress.report(done - 1)
+        if not math.isfinite(total):
+            self.logger.warning(f"iter {done}: total loss is {total}")
+        main = {k: float(v.asnumpy()) for k, v in zip(self.loss_keys, losses)}
+        with open(os.path.join(self.cfg.train.output_dir, f"metrics_rank{self.rank}.jsonl"), "a") as f:
+            f.write(json.dumps(dict(main, iteration=done, total_loss=total, lr=lr, grad_norm=grad_norm,
+                                    images_per_s=speed, skipped_steps=self.skipped_steps)) + "\n")
+        terms = "  ".join(f"{k}: {main[k]:.4f}" for k in ("loss_class", "loss_bbox", "loss_giou", "select_loss"))
+        aux = sum(v for k, v in main.items() if k not in ("loss_class", "loss_bbox", "loss_giou", "select_loss"))
+        bar_len = 20
+        filled = int(bar_len * done / self.cfg.train.max_iter)
+        self.logger.info(f"[{'#' * filled}{'.' * (bar_len - filled)}] iter {done}/{self.cfg.train.max_iter}  "
+                         f"total: {total:.4f}  {terms}  aux+enc+dn: {aux:.4f}  lr: {lr:.3g}  "
+                         f"grad_norm: {grad_norm:.3f}  {speed:.2f} img/s  eta: {eta}  "
+                         f"skipped: {self.skipped_steps}  {time.strftime('%H:%M:%S')}")
