@@ -3,16 +3,17 @@
     python train.py --config config/focus_detr_r50_4scale_12ep.yaml data.train_json=... [KEY=VALUE ...]
         [--ckpt converted.ckpt] [--resume output/checkpoint_iter0005000.ckpt]
 
-Logs go to the console and to ``train.output_dir/log_rank0.txt``; every loss term of every
-logged iteration to ``metrics_rank0.jsonl``; checkpoints (model, optimizer, loss scale,
+Logs go to the console and to ``train.output_dir/log.txt``; every loss term of every logged
+iteration to ``metrics.jsonl``; checkpoints (model, optimizer, loss scale,
 iteration) to ``train.output_dir`` every ``train.checkpoint_period`` iterations.
 """
 import os
 import sys
 
 import src  # noqa: F401  (CPU start-up fix before MindSpore)
-from src.checkpoint import load_port_checkpoint
+from src.checkpoint import load_backbone_checkpoint, load_port_checkpoint
 from src.cli import base_parser, load
+from src.engine.distributed import init_distributed
 from src.engine.logger import setup_logger
 from src.engine.trainer import Trainer, build_dataset, evaluate
 from src.modeling.build import build_model
@@ -21,18 +22,23 @@ from src.modeling.build import build_model
 def main(argv=None):
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", help="initial weights: a .ckpt of this model (e.g. a converted official one)")
+    parser.add_argument("--backbone-ckpt", help="local ImageNet backbone weights (detectron2 .pkl, torchvision "
+                        ".pth/.npz/.safetensors, mindcv .ckpt); nothing is downloaded")
     parser.add_argument("--resume", help="training checkpoint to continue from exactly")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     args = parser.parse_args(argv)
     cfg = load(args)
     import mindspore as ms
 
-    ms.set_seed(cfg.train.seed)
+    rank, world_size = init_distributed()
+    ms.set_seed(cfg.train.seed)  # same initial weights on every rank
     out = cfg.train.output_dir
-    os.makedirs(out, exist_ok=True)
-    logger = setup_logger(out)
-    logger.info(f"config {args.config} overrides {args.opts}")
+    logger = setup_logger(out, rank=rank)
+    logger.info(f"config {args.config} overrides {args.opts}; rank {rank} of {world_size}")
     model = build_model(cfg.model, cfg.kernels)
+    if args.backbone_ckpt:
+        count = load_backbone_checkpoint(model, args.backbone_ckpt, cfg.model.backbone.name)
+        logger.info(f"loaded {count} backbone tensors from {args.backbone_ckpt}")
     if args.ckpt:
         load_port_checkpoint(model, args.ckpt)
         logger.info(f"loaded weights from {args.ckpt}")
@@ -41,16 +47,14 @@ def main(argv=None):
     if train_set.num_classes != cfg.model.num_classes:
         raise SystemExit(f"{cfg.data.train_json} has {train_set.num_classes} categories but "
                          f"model.num_classes is {cfg.model.num_classes}")
-    trainer = Trainer(cfg, model, train_set, val_set, logger)
+    trainer = Trainer(cfg, model, train_set, val_set, logger, rank, world_size)
     if args.resume:
         trainer.resume(args.resume)
     trainer.train()
-    if val_set is not None and not args.no_eval:
+    if val_set is not None and not args.no_eval and rank == 0:
         evaluate(cfg, model, val_set, logger, out)
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)  # skip MindSpore's slow teardown of every Cell
+    sys.exit(main())  # a normal exit: under msrun the scheduler waits for every worker to leave

@@ -24,4 +24,6 @@ flock -u 9
 # oneDNN picks a reference (naive) convolution on AVX-512 CPUs; AVX2 is ~100x faster (README, CPU note).
 if [ "$(uname -m)" = "x86_64" ]; then export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"; fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# msrun starts its workers with the 'python' on PATH
+export PATH="$ROOT/.venv/bin:$PATH"
 VENV_PY="$ROOT/.venv/bin/python"

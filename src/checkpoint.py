@@ -134,6 +134,68 @@ def read_official_state_dict(path):
     raise ValueError(f"{path}: unknown checkpoint format (expected .pth, .npz or .safetensors)")
 
 
+_TORCHVISION_RESNET = [(r"\.downsample\.", ".down_sample.")]
+_CLASSIFIER = re.compile(r"^(fc|head|classifier)\.")
+
+
+def read_backbone_state_dict(path):
+    """{key: array} of ImageNet backbone weights: a detectron2 ``.pkl`` (the official
+    ``r50_v1.pkl``), a MindSpore ``.ckpt`` or what ``read_official_state_dict`` reads. Wrapper
+    prefixes (``model.``, ``module.``, ``backbone.``) are removed."""
+    if path.endswith(".pkl"):
+        import pickle
+
+        with open(path, "rb") as f:
+            blob = pickle.load(f, encoding="latin1")
+        state = blob.get("model", blob)
+    elif path.endswith(".ckpt"):
+        import mindspore as ms
+
+        state = {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()}
+    else:
+        state = read_official_state_dict(path)
+    return {re.sub(r"^(model\.|module\.|backbone\.)+", "", k): np.asarray(v) for k, v in state.items()
+            if hasattr(v, "shape")}
+
+
+def resnet_backbone_weights(state_dict, port_shapes):
+    """ImageNet ResNet weights (detectron2, torchvision or mindcv names) -> {port name: array}
+    for the detector's ``backbone.*`` parameters. The classifier is dropped; anything else
+    unmatched, a missing backbone parameter or a shape mismatch raises ``CheckpointMismatch``."""
+    backbone_shapes = {k: v for k, v in port_shapes.items() if k.startswith("backbone.")}
+    out, unmapped, mismatched = {}, [], []
+    for key, value in state_dict.items():
+        if _CLASSIFIER.match(key) or key.endswith("num_batches_tracked"):
+            continue
+        name = "backbone." + key
+        for pattern, repl in _TORCHVISION_RESNET:
+            name = re.sub(pattern, repl, name)
+        target = port_name(name, backbone_shapes)
+        if target is None:
+            unmapped.append(key)
+        elif tuple(value.shape) != tuple(backbone_shapes[target]):
+            mismatched.append(f"{key}: {tuple(value.shape)} -> {target}: {tuple(backbone_shapes[target])}")
+        else:
+            out[target] = value.astype(np.float32)
+    missing = [n for n in backbone_shapes if n not in out]
+    if unmapped or missing or mismatched:
+        raise CheckpointMismatch(unmapped, missing, mismatched)
+    return out
+
+
+def load_backbone_checkpoint(model, path, backbone_name):
+    """Load ImageNet weights from ``path`` into ``model.backbone``; returns the tensor count."""
+    import mindspore as ms
+    from mindspore import Parameter, Tensor
+
+    if backbone_name != "resnet":
+        raise ValueError(f"--backbone-ckpt supports model.backbone.name 'resnet' here, not {backbone_name!r}")
+    shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    weights = resnet_backbone_weights(read_backbone_state_dict(path), shapes)
+    ms.load_param_into_net(model, {k: Parameter(Tensor(v), name=k) for k, v in weights.items()})
+    return len(weights)
+
+
 def save_checkpoint_atomic(items, path, append_dict=None):
     """``mindspore.save_checkpoint`` to a temporary name in the same folder, then rename: a
     crash while writing never leaves a truncated file under ``path``. (MindSpore appends

@@ -86,8 +86,15 @@ def apply_override(cfg, text):
         if i < len(keys) - 1:
             node = node[key]
     value = yaml.safe_load(raw) if raw.strip() else ""
-    if isinstance(node[keys[-1]], dict):
+    current = node[keys[-1]]
+    if isinstance(current, dict):
         raise ConfigError(f"override: '{dotted}' is a section; set its keys one by one")
+    if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        # YAML 1.1 reads '1e-3' (no dot) as a string; a float key takes any float literal
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"override: '{dotted}' must be a number, got {raw!r}") from None
     node[keys[-1]] = value
 
 

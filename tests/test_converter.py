@@ -84,3 +84,44 @@ def test_cli_rejects_checkpoint_of_other_depth(golden_dir, tmp_path):
     assert out.returncode == 1
     assert "official keys with no port parameter" in out.stderr and "backbone.res4.22.conv1.weight" in out.stderr
     assert not dst.exists()
+
+
+def r50_port_shapes():
+    from src.config import load_config
+    from src.modeling.build import build_model
+
+    model = build_model(load_config(str(REPO / "config/focus_detr_r50_4scale_12ep.yaml")).model,
+                        load_config(str(REPO / "config/base.yaml")).kernels)
+    return {p.name: tuple(p.shape) for p in model.get_parameters()}
+
+
+def test_imagenet_resnet_weights_in_detectron2_and_torchvision_layouts(golden_dir, tmp_path):
+    from src.checkpoint import read_backbone_state_dict, resnet_backbone_weights
+
+    shapes = r50_port_shapes()
+    backbone = {k: v for k, v in shapes.items() if k.startswith("backbone.")}
+    # detectron2 layout (the official r50_v1.pkl): the golden key list's backbone entries
+    entries = json.load(open(golden_dir / "state_dict_r50_4scale.json"))["entries"]
+    d2 = {e["name"][len("backbone."):]: np.full(e["shape"], i, np.float32)
+          for i, e in enumerate(entries) if e["name"].startswith("backbone.")}
+    assert set(resnet_backbone_weights(d2, shapes)) == set(backbone)
+    # torchvision layout with its classifier, saved as .npz under a 'module.' wrapper
+    suffix = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+    tv = {}
+    for name, shape in backbone.items():
+        stem, _, last = name[len("backbone."):].rpartition(".")
+        tv["module." + stem.replace("down_sample", "downsample") + "." + suffix.get(last, last)] = np.ones(shape, np.float32)
+    tv["module.fc.weight"] = np.ones((1000, 2048), np.float32)
+    np.savez(tmp_path / "r50_tv.npz", **tv)
+    loaded = resnet_backbone_weights(read_backbone_state_dict(str(tmp_path / "r50_tv.npz")), shapes)
+    assert set(loaded) == set(backbone)
+
+    broken = dict(d2)
+    del broken["res5.2.conv3.weight"]
+    broken["res2.0.conv1.weight"] = np.zeros((1, 1, 1, 1), np.float32)
+    broken["extra.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(CheckpointMismatch) as err:
+        resnet_backbone_weights(broken, shapes)
+    assert err.value.unmapped == ["extra.weight"]
+    assert err.value.missing == ["backbone.layer4.2.conv3.weight"]
+    assert err.value.mismatched[0].startswith("res2.0.conv1.weight: (1, 1, 1, 1)")

@@ -1,8 +1,12 @@
 """Swin backbone: parity with the official detectron2 SwinTransformer (golden fixture
 ``model_eval_swin_t``), the official parameter names/shapes of every variant, padding to the
-window size in graph mode, and drop path only in training."""
+window size in graph mode, drop path only in training; the config of every official Swin recipe
+(schedule, position embedding, the backbone it builds) and ImageNet weights in the original Swin
+release layout (``load_swin_imagenet``)."""
 import importlib.util
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ from mindspore import Parameter, Tensor
 
 from src.modeling.backbone.swin import (SWIN_VARIANTS, SwinBackbone, relative_position_index,
                                         shifted_window_mask, swin_backbone)
+from src.config import load_config
 from src.modeling.backbone.swin_names import is_swin_structure_key, swin_port_name
 
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32).reshape(3, 1, 1)
@@ -140,18 +145,21 @@ def test_param_count_formula_matches_swin_t_key_list(golden_dir):
     assert _official_param_count(cfg["embed_dim"], cfg["depths"], cfg["num_heads"], cfg["window_size"]) == from_keys
 
 
+# spec section 2 table: embed_dim, depths, heads, window, neck input channels, drop_path_rate
+SPEC_SWIN_TABLE = {
+    "swin_tiny_224": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7, (192, 384, 768), 0.1),
+    "swin_small_224": (96, (2, 2, 18, 2), (3, 6, 12, 24), 7, (192, 384, 768), 0.2),
+    "swin_base_384": (128, (2, 2, 18, 2), (4, 8, 16, 32), 12, (256, 512, 1024), 0.2),
+    "swin_large_224": (192, (2, 2, 18, 2), (6, 12, 24, 48), 7, (384, 768, 1536), 0.2),
+    "swin_large_384": (192, (2, 2, 18, 2), (6, 12, 24, 48), 12, (384, 768, 1536), 0.2),
+}
+
+
 @pytest.mark.parametrize("variant", ["swin_tiny_224", "swin_small_224", "swin_base_384", "swin_large_224",
                                      "swin_large_384"])
 def test_variant_param_counts(variant):
     """Spec section 2 table: each official model config builds with the official parameter count."""
-    table = {  # embed_dim, depths, heads, window, neck input channels (spec table)
-        "swin_tiny_224": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7, (192, 384, 768)),
-        "swin_small_224": (96, (2, 2, 18, 2), (3, 6, 12, 24), 7, (192, 384, 768)),
-        "swin_base_384": (128, (2, 2, 18, 2), (4, 8, 16, 32), 12, (256, 512, 1024)),
-        "swin_large_224": (192, (2, 2, 18, 2), (6, 12, 24, 48), 7, (384, 768, 1536)),
-        "swin_large_384": (192, (2, 2, 18, 2), (6, 12, 24, 48), 12, (384, 768, 1536)),
-    }
-    embed_dim, depths, heads, window, channels = table[variant]
+    embed_dim, depths, heads, window, channels, _ = SPEC_SWIN_TABLE[variant]
     model = swin_backbone(variant)
     count = sum(int(np.prod(p.shape)) for p in model.get_parameters())
     assert count == _official_param_count(embed_dim, depths, heads, window)
@@ -240,3 +248,217 @@ def test_drop_path_only_in_training():
         assert model.layers[0].blocks[0].drop_path.keep_prob == 1.0
     finally:
         ms.set_context(mode=previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes: every official Swin config file, its schedule, and the backbone it builds
+# ---------------------------------------------------------------------------------------------
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+# official file name -> (variant, max_iter, LR x0.1 milestone) from the spec section 11 table
+SWIN_RECIPES = {
+    "focus_detr_swin_tiny_224_4scale_12ep": ("swin_tiny_224", 90000, [82500]),
+    "focus_detr_swin_tiny_224_4scale_24ep": ("swin_tiny_224", 180000, [150000]),
+    "focus_detr_swin_tiny_224_4scale_36ep": ("swin_tiny_224", 270000, [225000]),
+    "focus_detr_swin_tiny_224_4scale_22k_12ep": ("swin_tiny_224", 90000, [82500]),
+    "focus_detr_swin_tiny_224_4scale_22k_36ep": ("swin_tiny_224", 270000, [225000]),
+    "focus_detr_swin_base_384_4scale_36ep": ("swin_base_384", 270000, [225000]),
+    "focus_detr_swin_large_384_4scale_36ep": ("swin_large_384", 270000, [225000]),
+    # "Swin-B-224": the official file builds the B-384 model with the 12ep schedule (drop at 11/12)
+    "focus_detr_swin_base_224_4scale_36ep": ("swin_base_384", 270000, [247500]),
+}
+
+
+def test_every_official_swin_recipe_has_a_config():
+    assert sorted(p.stem for p in CONFIG_DIR.glob("focus_detr_swin_*.yaml")) == sorted(SWIN_RECIPES)
+
+
+@pytest.mark.parametrize("name", sorted(SWIN_RECIPES))
+def test_swin_recipe_config(name):
+    variant, max_iter, milestones = SWIN_RECIPES[name]
+    path = CONFIG_DIR / f"{name}.yaml"
+    assert path.read_text().startswith(f"# Official {name} (")
+    cfg = load_config(str(path))
+    bb = cfg.model.backbone
+    assert (bb.name, bb.variant, bb.drop_path_rate) == ("swin", variant, None)
+    assert (cfg.train.max_iter, cfg.train.lr_milestones, cfg.train.lr_gammas) == (max_iter, milestones, [0.1])
+    assert cfg.train.warmup_iters == 0
+    pe = cfg.model.position_embedding
+    assert (pe.temperature, pe.offset) == (10000, -0.5)
+
+
+@pytest.mark.parametrize("variant", sorted({v for v, _, _ in SWIN_RECIPES.values()}))
+def test_swin_recipes_build_their_backbone(variant):
+    """The backbone every Swin recipe names (one build per variant: the recipes that share a variant
+    have identical backbone sections) has the official parameter count, channels and drop path."""
+    from src.modeling.build import build_backbone
+
+    sections = [load_config(str(CONFIG_DIR / f"{name}.yaml")).model.backbone.to_dict()
+                for name, (v, _, _) in SWIN_RECIPES.items() if v == variant]
+    assert all(s == sections[0] for s in sections)
+    cfg = load_config(str(CONFIG_DIR / f"{next(n for n, r in SWIN_RECIPES.items() if r[0] == variant)}.yaml"))
+    model = build_backbone(cfg.model.backbone)
+    embed_dim, depths, heads, window, channels, drop_path_rate = SPEC_SWIN_TABLE[variant]
+    assert isinstance(model, SwinBackbone) and model.window_size == window
+    assert sum(int(np.prod(p.shape)) for p in model.get_parameters()) == _official_param_count(
+        embed_dim, depths, heads, window)
+    assert model.out_channels == channels
+    assert abs(model.layers[3].blocks[-1].drop_path.keep_prob - (1.0 - drop_path_rate)) < 1e-6
+    del model
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-pretrained weights in the original Swin release layout
+# ---------------------------------------------------------------------------------------------
+SMALL = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+
+
+def _imagenet_release_state_dict(embed_dim, depths, num_heads, window_size, img_size=224, num_classes=10,
+                                 patch_size=4, mlp_ratio=4, seed=0):
+    """A classification checkpoint as the Swin release writes it (``model`` of the .pth), from the
+    architecture alone: random float weights, the integer index buffers, ``attn_mask`` buffers in
+    the shifted blocks of maps larger than one window, the final ``norm`` and the ``head``."""
+    rng = np.random.default_rng(seed)
+    sd = {}
+
+    def put(key, *shape):
+        sd[key] = rng.standard_normal(shape).astype(np.float32)
+
+    put("patch_embed.proj.weight", embed_dim, 3, patch_size, patch_size)
+    put("patch_embed.proj.bias", embed_dim)
+    put("patch_embed.norm.weight", embed_dim)
+    put("patch_embed.norm.bias", embed_dim)
+    res = img_size // patch_size
+    n = window_size * window_size
+    for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+        d = embed_dim * 2 ** i
+        hidden = d * mlp_ratio
+        for j in range(depth):
+            b = f"layers.{i}.blocks.{j}."
+            put(b + "norm1.weight", d)
+            put(b + "norm1.bias", d)
+            put(b + "attn.relative_position_bias_table", (2 * window_size - 1) ** 2, heads)
+            sd[b + "attn.relative_position_index"] = relative_position_index(window_size).astype(np.int64)
+            put(b + "attn.qkv.weight", 3 * d, d)
+            put(b + "attn.qkv.bias", 3 * d)
+            put(b + "attn.proj.weight", d, d)
+            put(b + "attn.proj.bias", d)
+            put(b + "norm2.weight", d)
+            put(b + "norm2.bias", d)
+            put(b + "mlp.fc1.weight", hidden, d)
+            put(b + "mlp.fc1.bias", hidden)
+            put(b + "mlp.fc2.weight", d, hidden)
+            put(b + "mlp.fc2.bias", d)
+            if j % 2 == 1 and res > window_size:
+                sd[b + "attn_mask"] = np.zeros(((res // window_size) ** 2, n, n), np.float32)
+        if i < len(depths) - 1:
+            put(f"layers.{i}.downsample.reduction.weight", 2 * d, 4 * d)
+            put(f"layers.{i}.downsample.norm.weight", 4 * d)
+            put(f"layers.{i}.downsample.norm.bias", 4 * d)
+            res //= 2
+    final = embed_dim * 2 ** (len(depths) - 1)
+    put("norm.weight", final)
+    put("norm.bias", final)
+    put("head.weight", num_classes, final)
+    put("head.bias", num_classes)
+    return sd
+
+
+def _release_key(port_name):
+    """Release key expected for a port parameter (LayerNorm gamma/beta are weight/bias there)."""
+    stem, _, leaf = port_name.rpartition(".")
+    return f"{stem}.{dict(gamma='weight', beta='bias').get(leaf, leaf)}"
+
+
+def _values(model):
+    return {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
+
+
+def test_load_swin_imagenet_release_layout(tmp_path, caplog):
+    from mindspore import nn
+
+    from src.modeling.backbone.pretrained import load_swin_imagenet
+
+    class Holder(nn.Cell):  # the backbone inside a detector: its parameter names get a prefix
+        def __init__(self):
+            super().__init__()
+            self.backbone = SwinBackbone(window_size=7, **SMALL)
+
+    ms.set_seed(0)
+    holder = Holder()
+    model = holder.backbone
+    sd = _imagenet_release_state_dict(window_size=7, **SMALL)
+    path = tmp_path / "swin_small_test_window7_224.npz"
+    np.savez(path, **sd)
+    before = _values(model)
+    logger = logging.getLogger("focus_detr.pretrained")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="focus_detr.pretrained"):
+            report = load_swin_imagenet(model, path)
+    finally:
+        logger.removeHandler(caplog.handler)
+    out_norms = [f"norm{i}.{leaf}" for i in (1, 2, 3) for leaf in ("gamma", "beta")]
+    after = _values(model)
+    for name, value in after.items():
+        if name in out_norms:
+            np.testing.assert_array_equal(value, before[name])       # not in ImageNet weights
+        else:
+            np.testing.assert_array_equal(value, sd[_release_key(name)])
+    assert report["loaded"] == len(after) - 6
+    assert sorted(report["kept_init"]) == sorted(out_norms)
+    assert sorted(report["classifier"]) == ["head.bias", "head.weight", "norm.bias", "norm.weight"]
+    # 8 index buffers, and masks in the shifted block of the stages larger than one window (56, 28, 14)
+    assert len(report["structure"]) == 8 + 3
+    assert f"loaded {len(after) - 6} Swin ImageNet tensors" in caplog.text and "norm3.beta" in caplog.text
+    assert {p.name for p in model.get_parameters()} == {f"backbone.{n}" for n in after}
+
+
+def test_load_swin_imagenet_lists_every_mismatch():
+    from src.checkpoint import CheckpointMismatch
+    from src.modeling.backbone.pretrained import load_swin_imagenet
+
+    model = SwinBackbone(window_size=7, **SMALL)
+    before = _values(model)
+    sd = _imagenet_release_state_dict(window_size=7, **SMALL)
+    sd["layers.1.blocks.0.attn.qkv.weight"] = sd["layers.1.blocks.0.attn.qkv.weight"].T.copy()  # wrong shape
+    sd["layers.0.blocks.0.attn.unknown"] = np.zeros(3, np.float32)                             # unknown key
+    del sd["layers.2.downsample.reduction.weight"]                                               # missing
+    with pytest.raises(CheckpointMismatch) as err:
+        load_swin_imagenet(model, sd)
+    e = err.value
+    assert e.unmapped == ["layers.0.blocks.0.attn.unknown"]
+    assert e.missing == ["layers.2.downsample.reduction.weight"]
+    assert len(e.mismatched) == 1 and e.mismatched[0].startswith("layers.1.blocks.0.attn.qkv.weight: (32, 96)")
+    for text in ("attn.unknown", "downsample.reduction.weight", "qkv.weight"):
+        assert text in str(e)
+    # nothing was loaded
+    assert all(np.array_equal(v, before[n]) for n, v in _values(model).items())
+    with pytest.raises(TypeError, match="SwinBackbone"):
+        load_swin_imagenet(object(), sd)
+
+
+def test_load_swin_imagenet_other_window_or_size():
+    from src.checkpoint import CheckpointMismatch
+    from src.modeling.backbone.pretrained import swin_imagenet_to_port
+
+    def shapes(**kw):
+        return {n: tuple(p.shape) for n, p in SwinBackbone(**kw).parameters_and_names()}
+
+    # window-7 224 weights into a window-12 model: every bias table, with the reason
+    window7 = _imagenet_release_state_dict(window_size=7, **SMALL)
+    with pytest.raises(CheckpointMismatch) as err:
+        swin_imagenet_to_port(window7, shapes(window_size=12, **SMALL))
+    assert len(err.value.mismatched) == 8 and not err.value.unmapped and not err.value.missing
+    assert "pretrained with window 7, the model uses window 12" in err.value.mismatched[0]
+    # a deeper file (more blocks in stage 2) into a shallower model: the extra blocks are listed
+    deeper = _imagenet_release_state_dict(window_size=7, embed_dim=16, depths=(2, 2, 4, 2), num_heads=(1, 2, 2, 4))
+    with pytest.raises(CheckpointMismatch) as err:
+        swin_imagenet_to_port(deeper, shapes(window_size=7, **SMALL))
+    assert err.value.unmapped and all(k.startswith(("layers.2.blocks.2.", "layers.2.blocks.3."))
+                                      for k in err.value.unmapped)
+    # an index buffer that is not the relative position index of its window
+    bad = _imagenet_release_state_dict(window_size=7, **SMALL)
+    bad["layers.0.blocks.0.attn.relative_position_index"] = bad["layers.0.blocks.0.attn.relative_position_index"][::-1]
+    with pytest.raises(CheckpointMismatch, match="relative_position_index"):
+        swin_imagenet_to_port(bad, shapes(window_size=7, **SMALL))

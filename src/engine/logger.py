@@ -6,21 +6,24 @@ import time
 
 
 def setup_logger(output_dir, name="focus_detr", rank=0):
-    """Log INFO to the console (rank 0 only) and to ``output_dir/log_rank{rank}.txt``."""
+    """Rank 0 logs INFO to the console and to ``output_dir/log.txt``; other ranks (whose stdout
+    msrun writes to its worker logs) only show warnings."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     fmt = logging.Formatter("[%(asctime)s] %(message)s", "%m/%d %H:%M:%S")
-    os.makedirs(output_dir, exist_ok=True)
-    file_handler = logging.FileHandler(os.path.join(output_dir, f"log_rank{rank}.txt"))
-    file_handler.setFormatter(fmt)
-    logger.addHandler(file_handler)
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    logger.addHandler(console)
     if rank == 0:
-        console = logging.StreamHandler(sys.stdout)
-        console.setFormatter(fmt)
-        logger.addHandler(console)
+        os.makedirs(output_dir, exist_ok=True)
+        file_handler = logging.FileHandler(os.path.join(output_dir, "log.txt"))
+        file_handler.setFormatter(fmt)
+        logger.addHandler(file_handler)
+    else:
+        console.setLevel(logging.WARNING)
     return logger
 
 

@@ -52,20 +52,26 @@ class LossScale(nn.Cell):
 
 class TrainStep(nn.Cell):
     """``construct(images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, lr)``
-    returns (total loss, weighted losses tuple, gradient norm before clipping, step applied)."""
+    returns (total loss, weighted losses tuple, gradient norm before clipping, step applied).
+    With ``world_size`` > 1 the gradients are averaged over the ranks before anything else, so
+    every rank takes the same step (the criterion averages num_boxes over ranks as detrex)."""
 
-    def __init__(self, model, criterion, optimizer, loss_scale, clip_max_norm=0.1):
+    def __init__(self, model, criterion, optimizer, loss_scale, clip_max_norm=0.1, world_size=1):
         super().__init__()
         self.model_with_loss = ModelWithLoss(model, criterion)
         self.optimizer = optimizer
         self.loss_scale = loss_scale
         self.clip_max_norm = clip_max_norm
         self.grad_fn = ops.value_and_grad(self.model_with_loss, None, optimizer.params, has_aux=True)
+        # data parallel: every rank applies the gradient averaged over all ranks
+        self.grad_reducer = nn.DistributedGradReducer(optimizer.params, mean=True) if world_size > 1 else None
 
     def construct(self, images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, lr):
         scale = self.loss_scale.scale
         (scaled_total, losses), grads = self.grad_fn(images, image_sizes, gt_boxes, gt_labels, gt_valid,
                                                      dn_inputs, dn_targets, scale)
+        if self.grad_reducer is not None:
+            grads = self.grad_reducer(grads)
         grads = scale_all(grads, 1.0 / scale)
         finite = ops.logical_and(ops.isfinite(scaled_total), ms.amp.all_finite(grads))
         if self.clip_max_norm > 0:

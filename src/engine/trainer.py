@@ -79,6 +79,8 @@ class Trainer:
         if tc.batch_size % world_size:
             raise ValueError(f"train.batch_size {tc.batch_size} is not divisible by {world_size} devices")
         self.local_batch = tc.batch_size // world_size
+        if rank == 0:
+            os.makedirs(tc.output_dir, exist_ok=True)
         self.schedule = StepSchedule(tc.lr, tc.lr_milestones, tc.lr_gammas, tc.warmup_iters, tc.warmup_factor)
         if tc.amp_level != "O0":
             ms.amp.auto_mixed_precision(model, tc.amp_level, dtype=ms.float16)
@@ -88,7 +90,7 @@ class Trainer:
         self.optimizer = AdamW(params, lr_mults, decays, tuple(tc.betas), tc.eps)
         scale = LossScale(tc.loss_scale if tc.amp_level != "O0" else 1.0, dynamic=tc.amp_level != "O0",
                           window=tc.loss_scale_window)
-        self.step = TrainStep(model, criterion, self.optimizer, scale, tc.clip_max_norm)
+        self.step = TrainStep(model, criterion, self.optimizer, scale, tc.clip_max_norm, world_size)
         self.loss_keys = loss_keys(cfg.model.num_decoder_layers)
         self.start_iter = 0
         self.skipped_steps = 0
@@ -112,6 +114,8 @@ class Trainer:
         self.logger.info(f"resumed from {path} at iteration {self.start_iter}")
 
     def save(self, iteration):
+        if self.rank != 0:  # every rank holds the same parameters
+            return
         path = checkpoint_path(self.cfg.train.output_dir, iteration)
         save_checkpoint_atomic(self.step, path, append_dict={"iteration": iteration,
                                                              "skipped_steps": self.skipped_steps})
@@ -178,7 +182,8 @@ class Trainer:
                 self.log(done, float(total.asnumpy()), losses, lr, float(grad_norm.asnumpy()), progress)
             if tc.checkpoint_period and done % tc.checkpoint_period == 0 and done < tc.max_iter:
                 self.save(done)
-            if self.val_set is not None and tc.eval_period and done % tc.eval_period == 0 and done < tc.max_iter:
+            if (self.val_set is not None and self.rank == 0 and tc.eval_period and done % tc.eval_period == 0
+                    and done < tc.max_iter):
                 evaluate(self.cfg, self.model, self.val_set, self.logger)
                 self.model.set_train(True)
         self.save(tc.max_iter)
@@ -188,9 +193,10 @@ class Trainer:
         if not math.isfinite(total):
             self.logger.warning(f"iter {done}: total loss is {total}")
         main = {k: float(v.asnumpy()) for k, v in zip(self.loss_keys, losses)}
-        with open(os.path.join(self.cfg.train.output_dir, f"metrics_rank{self.rank}.jsonl"), "a") as f:
-            f.write(json.dumps(dict(main, iteration=done, total_loss=total, lr=lr, grad_norm=grad_norm,
-                                    images_per_s=speed, skipped_steps=self.skipped_steps)) + "\n")
+        if self.rank == 0:
+            with open(os.path.join(self.cfg.train.output_dir, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(dict(main, iteration=done, total_loss=total, lr=lr, grad_norm=grad_norm,
+                                        images_per_s=speed, skipped_steps=self.skipped_steps)) + "\n")
         terms = "  ".join(f"{k}: {main[k]:.4f}" for k in ("loss_class", "loss_bbox", "loss_giou", "select_loss"))
         aux = sum(v for k, v in main.items() if k not in ("loss_class", "loss_bbox", "loss_giou", "select_loss"))
         bar_len = 20

@@ -1,0 +1,267 @@
+"""Benchmark the custom CPU kernels against the pure-MindSpore implementations, side by side.
+
+    python scripts/bench_ops.py [--mode graph|pynative] [--repeat 3] [--scale 1.0] [--skip gather] [--force]
+
+Deformable sampling core at the R50 800x1333 encoder shapes (levels 100x167, 50x84, 25x42, 13x21
+= 22223 tokens at strides 8..64; B=2, Q = half the tokens (keep ratio 0.5), M=8, D=32, L=4, P=4)
+for 'reference' (grid_sample), 'gather' (four-corner gather) and 'kernel' (fused AOT); and the
+token row gather and row scatter (B=2, 22223 x 256 tokens, K = 3000) for 'reference' and 'kernel'.
+Each implementation runs in its own subprocess (clean peak RSS; a crash in one does not stop
+the others); one whose estimated peak memory exceeds 80% of MemAvailable is skipped (say so)
+unless --force, because the OOM killer may pick another process. Forward and forward+backward (gradients for every float input) are timed after one
+warm-up (which includes graph compilation), median of --repeat runs, each synced with asnumpy;
+forward+backward is ``ms.value_and_grad`` (loss and the gradient of every float input). ``--scale`` shrinks the
+token and query counts (map sides by sqrt(scale)) for a quick run.
+The last line is machine-readable:
+    bench_ops: msda_speedup=<x> msda_speedup_vs_gather=<x> gather_speedup=<x> scatter_speedup=<x> vs_torch=na
+(x = reference (or gather) forward+backward median wall time over the kernel's; na = not measured;
+the PyTorch comparison of the issue is not implemented here, torch is not installed)
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+MSDA_IMPLS = ("reference", "gather", "kernel")
+TOKEN_IMPLS = ("reference", "kernel")  # row_gather and row_scatter each
+BASE_LEVELS = ((100, 167), (50, 84), (25, 42), (13, 21))
+
+
+def msda_setup(scale):
+    f = math.sqrt(scale)
+    shapes = tuple((max(1, round(h * f)), max(1, round(w * f))) for h, w in BASE_LEVELS)
+    tokens = sum(h * w for h, w in shapes)
+    return dict(shapes=shapes, B=2, S=tokens, Q=tokens // 2, M=8, D=32, L=4, P=4)
+
+
+def token_setup(scale):
+    tokens = sum(h * w for h, w in msda_setup(scale)["shapes"])
+    return dict(B=2, S=tokens, C=256, K=max(1, round(3000 * scale)))
+
+
+def encoder_like_locations(rng, shapes, b, q, m, p):
+    """Locations as the encoder makes them: one reference point per query, every head and point
+    a few pixels of its level away from it (a fraction fall outside the map near the borders)."""
+    import numpy as np
+    ref = rng.uniform(0, 1, (b, q, 1, 1, 1, 2))
+    size = np.array([[w, h] for h, w in shapes], np.float64)[None, None, None, :, None, :]
+    offsets = rng.normal(0, 2.0, (b, q, m, len(shapes), p, 2)) / size
+    return (ref + offsets).astype(np.float32)
+
+
+def _sync(result):
+    """Wait for the result (asnumpy on every output; MindSpore may return before CPU kernels finish)."""
+    if isinstance(result, (tuple, list)):
+        for r in result:
+            _sync(r)
+    else:
+        result.asnumpy()
+
+
+def timed(fn, repeat):
+    """(first call wall, median wall, median process CPU time) in seconds, each call synced."""
+    t0 = time.perf_counter()
+    _sync(fn())
+    first = time.perf_counter() - t0
+    walls, cpus = [], []
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        _sync(fn())
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return first, statistics.median(walls), statistics.median(cpus)
+
+
+def run_one(op, impl, mode, repeat, scale):
+    """One implementation in this process; returns a dict of timings."""
+    import numpy as np
+    import src  # noqa: F401  (CPU start-up fix)
+    import mindspore as ms
+    from mindspore import Tensor, nn
+
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    rng = np.random.default_rng(0)
+    if op == "msda":
+        from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
+        from src.ops.msda_kernel import MSDeformAttnCoreKernel
+        cfg = msda_setup(scale)
+        shapes = cfg["shapes"]
+        b, s, q, m, d, lv, p = (cfg[k] for k in "BSQMDLP")
+        core = {"reference": MSDeformAttnCoreReference, "gather": MSDeformAttnCoreGather,
+                "kernel": MSDeformAttnCoreKernel}[impl]()
+        args = [Tensor(rng.standard_normal((b, s, m, d), np.float32)),
+                Tensor(encoder_like_locations(rng, shapes, b, q, m, p)),
+                Tensor(rng.dirichlet(np.ones(lv * p), (b, q, m)).reshape(b, q, m, lv, p).astype(np.float32))]
+        grad_output = Tensor(rng.standard_normal((b, q, m * d), np.float32))
+
+        class Forward(nn.Cell):
+            def __init__(self):
+                super().__init__()
+                self.core = core
+
+            def construct(self, value, locations, weights):
+                return self.core(value, shapes, locations, weights)
+
+        class Loss(nn.Cell):
+            def __init__(self):
+                super().__init__()
+                self.core = core
+
+            def construct(self, value, locations, weights, g):
+                return (self.core(value, shapes, locations, weights) * g).sum()
+
+        forward = Forward()
+        backward = ms.value_and_grad(Loss(), grad_position=(0, 1, 2))
+        fwd = lambda: forward(*args)  # noqa: E731
+        fwd_bwd = lambda: backward(*args, grad_output)  # noqa: E731
+    else:
+        from src.layers.token_ops import RowGatherReference, RowScatterReference
+        from src.ops.token_kernel import RowGatherKernel, RowScatterKernel
+        cfg = token_setup(scale)
+        b, s, c, k = (cfg[n] for n in "BSCK")
+        gather, scatter = ((RowGatherReference(), RowScatterReference()) if impl == "reference"
+                           else (RowGatherKernel(), RowScatterKernel()))
+        x = Tensor(rng.standard_normal((b, s, c), np.float32))
+        idx = Tensor(np.stack([rng.permutation(s)[:k] for _ in range(b)]).astype(np.int32))
+        rows = Tensor(rng.standard_normal((b, k, c), np.float32))
+        count = Tensor(np.array([k, k // 2], np.int32))
+        wg = Tensor(rng.standard_normal((b, k, c), np.float32))
+        ws = Tensor(rng.standard_normal((b, s, c), np.float32))
+
+        if op == "row_gather":
+            class Forward(nn.Cell):
+                def __init__(self):
+                    super().__init__()
+                    self.op = gather
+
+                def construct(self, x, idx, rows, count):
+                    return self.op(x, idx)
+            weight, positions = wg, 0
+        else:
+            class Forward(nn.Cell):
+                def __init__(self):
+                    super().__init__()
+                    self.op = scatter
+
+                def construct(self, x, idx, rows, count):
+                    return self.op(x, idx, rows, count)
+            weight, positions = ws, (0, 2)
+
+        class Loss(nn.Cell):
+            def __init__(self):
+                super().__init__()
+                self.forward = Forward()
+
+            def construct(self, x, idx, rows, count):
+                return (self.forward(x, idx, rows, count) * weight).sum()
+
+        forward = Forward()
+        backward = ms.value_and_grad(Loss(), grad_position=positions)
+        fwd = lambda: forward(x, idx, rows, count)  # noqa: E731
+        fwd_bwd = lambda: backward(x, idx, rows, count)  # noqa: E731
+    first_f, fwd_t, fwd_cpu = timed(fwd, repeat)
+    first_b, fwd_bwd_t, fwd_bwd_cpu = timed(fwd_bwd, repeat)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return dict(op=op, impl=impl, fwd=fwd_t, fwd_bwd=fwd_bwd_t, first_fwd=first_f, first_fwd_bwd=first_b,
+                fwd_cpu=fwd_cpu, fwd_bwd_cpu=fwd_bwd_cpu, peak_rss_mb=peak)
+
+
+# rough peak-memory model of the msda implementations, in units of B*M*Q*L*P*D float32
+# (calibrated at scale 1: reference 6.6 GB; gather was OOM-killed with ~9 GB available)
+MSDA_MEMORY_UNITS = {"reference": 18, "gather": 32, "kernel": 2}
+
+
+def mem_available():
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return None
+
+
+def run_subprocess(op, impl, args):
+    if op == "msda":
+        c = msda_setup(args.scale)
+        need = MSDA_MEMORY_UNITS[impl] * c["B"] * c["M"] * c["Q"] * c["L"] * c["P"] * c["D"] * 4 + 5e8
+        have = mem_available()
+        if have is not None and need > 0.8 * have and not args.force:
+            return dict(op=op, impl=impl, error=f"skipped: needs ~{need / 1e9:.1f} GB, {have / 1e9:.1f} GB "
+                        f"available (the OOM killer may pick another process); use --scale or --force")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", op, impl, "--mode", args.mode,
+           "--repeat", str(args.repeat), "--scale", str(args.scale)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    if proc.returncode < 0:
+        why = f"killed by signal {-proc.returncode}" + (" (out of memory?)" if proc.returncode == -9 else "")
+    else:
+        why = f"exit {proc.returncode}: " + (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
+    return dict(op=op, impl=impl, error=f"{why} after {time.perf_counter() - t0:.0f}s")
+
+
+def fmt(v):
+    return f"{v * 1000:9.1f}" if isinstance(v, float) else f"{'-':>9s}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("graph", "pynative"), default="graph")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 800x1333 token/query counts")
+    parser.add_argument("--skip", nargs="*", default=[], help="implementations to skip, e.g. reference")
+    parser.add_argument("--force", action="store_true", help="run even where memory looks insufficient")
+    parser.add_argument("--child", nargs=2, metavar=("OP", "IMPL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(run_one(*args.child, args.mode, args.repeat, args.scale)), flush=True)
+        return
+
+    from src.ops.msda_kernel import library_path
+    library_path()  # build outside the timed subprocesses
+    mc, tc = msda_setup(args.scale), token_setup(args.scale)
+    print(f"mode={args.mode} repeat={args.repeat} scale={args.scale} threads=OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'default')} cpus={os.cpu_count()}")
+    print(f"msda: B={mc['B']} S={mc['S']} Q={mc['Q']} M={mc['M']} D={mc['D']} L={mc['L']} P={mc['P']} "
+          f"levels={list(mc['shapes'])}")
+    print(f"token ops: B={tc['B']} S={tc['S']} C={tc['C']} K={tc['K']} (row_gather: K rows out; row_scatter: K rows back, count=(K, K/2))")
+    results = [run_subprocess("msda", impl, args) for impl in MSDA_IMPLS if impl not in args.skip]
+    for op in ("row_gather", "row_scatter"):
+        results += [run_subprocess(op, impl, args) for impl in TOKEN_IMPLS if impl not in args.skip]
+    by = {(r["op"], r["impl"]): r for r in results}
+
+    def ratio(op, base, key):
+        a, k = by.get((op, base), {}), by.get((op, "kernel"), {})
+        return a[key] / k[key] if key in a and key in k else None
+
+    print(f"\n{'op':11s} {'impl':10s} {'fwd ms':>9s} {'f+b ms':>9s} {'fwd cpu':>9s} {'f+b cpu':>9s} "
+          f"{'1st fwd':>9s} {'1st f+b':>9s} {'peak MB':>8s} {'fwd x':>6s} {'f+b x':>6s} {'cpu f+b x':>9s}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['op']:11s} {r['impl']:10s} {r['error']}")
+            continue
+        cells = [ratio(r["op"], r["impl"], key) for key in ("fwd", "fwd_bwd", "fwd_bwd_cpu")]
+        print(f"{r['op']:11s} {r['impl']:10s} " + " ".join(fmt(r[k]) for k in (
+            "fwd", "fwd_bwd", "fwd_cpu", "fwd_bwd_cpu", "first_fwd", "first_fwd_bwd"))
+              + f" {r['peak_rss_mb']:8.0f} " + " ".join(f"{c:6.1f}" if c else "     -" for c in cells[:2])
+              + (f" {cells[2]:9.1f}" if cells[2] else "         -"))
+    print("(ms: median wall time; cpu: median process CPU time, all threads; 1st: first call incl. compile;\n"
+          " f+b: value_and_grad (loss and every float input's gradient); x: this implementation over the kernel)")
+    show = lambda v: f"{v:.2f}" if v else "na"  # noqa: E731
+    print(f"bench_ops: msda_speedup={show(ratio('msda', 'reference', 'fwd_bwd'))} "
+          f"msda_speedup_vs_gather={show(ratio('msda', 'gather', 'fwd_bwd'))} "
+          f"gather_speedup={show(ratio('row_gather', 'reference', 'fwd_bwd'))} "
+          f"scatter_speedup={show(ratio('row_scatter', 'reference', 'fwd_bwd'))} vs_torch=na")
+
+
+if __name__ == "__main__":
+    main()

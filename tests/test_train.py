@@ -1,0 +1,193 @@
+"""Training engine: AdamW against torch's formula, the official schedules, gradient clipping,
+parameter groups; and in GRAPH_MODE with a tiny model: overfitting one batch and exact resume."""
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn
+
+from src.config import load_config
+from src.data.synthetic import generate_synthetic_coco
+from src.engine.gradients import clip_by_global_norm
+from src.engine.lr_schedule import StepSchedule
+from src.engine.optimizer import AdamW, parameter_groups
+from src.engine.train_step import LossScale
+from src.engine.trainer import Trainer, build_dataset
+from src.modeling.build import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torch_adamw(params, grads_per_step, lrs, lr_mults, decays, betas=(0.9, 0.999), eps=1e-8):
+    """torch.optim.AdamW's update rule in float64 numpy."""
+    params = [p.astype(np.float64) for p in params]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), start=1):
+        for i, g in enumerate(grads):
+            group_lr = lr * lr_mults[i]
+            params[i] = params[i] * (1 - group_lr * decays[i])
+            m[i] = betas[0] * m[i] + (1 - betas[0]) * g
+            v[i] = betas[1] * v[i] + (1 - betas[1]) * g * g
+            m_hat, v_hat = m[i] / (1 - betas[0] ** t), v[i] / (1 - betas[1] ** t)
+            params[i] = params[i] - group_lr * m_hat / (np.sqrt(v_hat) + eps)
+    return params
+
+
+class Step(nn.Cell):
+    def __init__(self, optimizer):
+        super().__init__()
+        self.optimizer = optimizer
+
+    def construct(self, grads, lr, apply):
+        return self.optimizer(grads, lr, apply)
+
+
+def test_adamw_matches_torch_and_skips_overflow_steps(mode):
+    rng = np.random.default_rng(0)
+    init = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(5,)).astype(np.float32)]
+    params = [Parameter(Tensor(p), name=f"p{i}") for i, p in enumerate(init)]
+    lr_mults, decays = [0.1, 1.0], [1e-4, 0.0]
+    step = Step(AdamW(params, lr_mults, decays))
+    grads = [[rng.normal(size=p.shape).astype(np.float32) for p in init] for _ in range(5)]
+    lrs = [1e-2, 1e-2, 5e-3, 1e-3, 1e-3]
+    for t in range(5):
+        step(tuple(Tensor(g) for g in grads[t]), Tensor(lrs[t], ms.float32), Tensor(True))
+        if t == 2:  # an overflow step in between changes nothing
+            before = [p.asnumpy().copy() for p in params]
+            step(tuple(Tensor(np.full(p.shape, np.nan, np.float32)) for p in init), Tensor(1.0, ms.float32),
+                 Tensor(False))
+            assert all(np.array_equal(b, p.asnumpy()) for b, p in zip(before, params))
+    ref = torch_adamw(init, grads, lrs, lr_mults, decays)
+    for p, r in zip(params, ref):
+        np.testing.assert_allclose(p.asnumpy(), r, rtol=1e-5, atol=1e-6)
+    assert int(step.optimizer.step.asnumpy()) == 5
+
+
+def test_dynamic_loss_scale(mode):
+    scale = LossScale(1024.0, dynamic=True, window=2)
+    seen = [float(scale(Tensor(f)).asnumpy()) for f in (True, True, False, True, False)]
+    assert seen == [1024.0, 2048.0, 1024.0, 1024.0, 512.0]  # x2 after 2 good steps, /2 on overflow
+    fixed = LossScale(1.0, dynamic=False)
+    assert float(fixed(Tensor(False)).asnumpy()) == 1.0
+
+
+def test_official_schedules():
+    r50_36ep = StepSchedule(1e-4, [150000], [0.1])
+    assert r50_36ep(149999) == pytest.approx(1e-4) and r50_36ep(150000) == pytest.approx(1e-5)
+    three_x = StepSchedule(1e-4, [210000, 250000], [0.1, 0.01], warmup_iters=1000, warmup_factor=0.001)
+    assert three_x(0) == pytest.approx(1e-7)
+    assert three_x(500) == pytest.approx(1e-4 * (0.001 * 0.5 + 0.5))
+    assert three_x(1000) == pytest.approx(1e-4)
+    assert three_x(210000) == pytest.approx(1e-5) and three_x(250000) == pytest.approx(1e-6)
+    cfg = load_config(str(REPO / "config/focus_detr_r50_4scale_36ep.yaml"))
+    assert (cfg.train.max_iter, cfg.train.lr_milestones) == (270000, [150000])
+
+
+class Clip(nn.Cell):
+    def construct(self, grads):
+        return clip_by_global_norm(grads, 0.1)
+
+
+def test_clip_grad_norm_as_torch(mode):
+    grads = (np.full((2, 3), 0.3, np.float32), np.full((4,), -0.2, np.float32))
+    clipped, norm = Clip()(tuple(Tensor(g) for g in grads))
+    ref_norm = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads))
+    assert float(norm.asnumpy()) == pytest.approx(ref_norm, rel=1e-6)
+    for c, g in zip(clipped, grads):
+        np.testing.assert_allclose(c.asnumpy(), g * 0.1 / (ref_norm + 1e-6), rtol=1e-6)
+
+
+def test_parameter_groups_follow_detectron2():
+    cfg = load_config(str(REPO / "config/focus_detr_r50_4scale_12ep.yaml"))
+    model = build_model(cfg.model, cfg.kernels)
+    params, lr_mults, decays = parameter_groups(model, 1e-4, 0.1)
+    by_name = {p.name: (m, d) for p, m, d in zip(params, lr_mults, decays)}
+    assert "backbone.conv1.weight" not in by_name  # frozen stem
+    assert by_name["backbone.layer1.0.conv1.weight"] == (0.1, 1e-4)
+    assert by_name["transformer.decoder.norm.gamma"] == (1.0, 0.0)  # LayerNorm: no decay
+    assert by_name["neck.convs.0.norm.beta"] == (1.0, 0.0)  # GroupNorm: no decay
+    assert by_name["transformer.tgt_embed.embedding_table"] == (1.0, 1e-4)
+    assert by_name["transformer.token_selector.alpha"] == (1.0, 1e-4)
+    assert len(params) == len({id(p) for p in params})
+
+
+# ---- tiny end-to-end runs in graph mode ---------------------------------------------------
+
+TINY = ["model.backbone.depth=18", "model.embed_dim=32", "model.num_heads=2", "model.ffn_dim=64",
+        "model.num_encoder_layers=2", "model.cascade=[1.0, 0.6]", "model.num_decoder_layers=2",
+        "model.num_queries=20", "model.topk_sa=30", "model.num_select=20", "model.dn_number=6",
+        "model.num_classes=3", "data.train_short_sides=[96]", "data.train_max_size=128",
+        "data.test_short_side=96", "data.test_max_size=128", "data.canvases=[[128, 128]]",
+        "data.eval_canvases=[[128, 128]]", "data.max_boxes=4", "train.batch_size=2", "train.log_period=1",
+        "train.checkpoint_period=0", "train.eval_period=0", "train.lr=1e-3", "train.lr_milestones=[]",
+        "train.lr_gammas=[]"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_coco(str(root), num_train=6, num_val=2, size_range=(96, 128), num_classes=3, seed=1,
+                            max_objects=2, min_object_size=24)
+    return root
+
+
+def tiny_trainer(root, out, overrides=()):
+    ms.set_context(mode=ms.GRAPH_MODE)
+    cfg = load_config(str(REPO / "config/quickstart.yaml"), TINY + [
+        f"data.train_json={root}/annotations/instances_train.json", f"data.train_images={root}/train",
+        f"train.output_dir={out}"] + list(overrides))
+    ms.set_seed(0)
+    model = build_model(cfg.model, cfg.kernels)
+    logger = logging.getLogger(f"test_train_{out}")
+    return Trainer(cfg, model, build_dataset(cfg.data, "train"), None, logger)
+
+
+def test_exact_resume(tiny_data, tmp_path):
+    """k steps, save, resume in a fresh trainer, k more == 2k steps straight (bit-equal)."""
+    k = 3
+    straight = tiny_trainer(tiny_data, tmp_path / "straight", [f"train.max_iter={2 * k}"])
+    initial = {p.name: p.asnumpy().copy() for p in straight.model.get_parameters()}
+    straight.train()
+
+    first = tiny_trainer(tiny_data, tmp_path / "resumed", [f"train.max_iter={k}"])
+    ms.load_param_into_net(first.model, {n: Parameter(Tensor(v), name=n) for n, v in initial.items()})
+    first.train()
+    second = tiny_trainer(tiny_data, tmp_path / "resumed", [f"train.max_iter={2 * k}"])
+    second.resume(str(tmp_path / "resumed" / f"checkpoint_iter{k:07d}.ckpt"))
+    assert second.start_iter == k
+    second.train()
+
+    ours = {p.name: p.asnumpy() for p in second.step.get_parameters()}
+    ref = {p.name: p.asnumpy() for p in straight.step.get_parameters()}
+    assert set(ours) == set(ref)
+    differing = [n for n in ref if not np.array_equal(ours[n], ref[n])]
+    assert not differing, differing[:10]
+    assert int(ref["optimizer.step"]) == 2 * k
+
+
+def test_overfits_one_batch(tiny_data, tmp_path):
+    """The full train step (denoising, matching, every loss, AdamW) halves the loss on one batch."""
+    trainer = tiny_trainer(tiny_data, tmp_path)
+    batch = next(iter(trainer.batches()))[1]
+    images, sizes, gt_boxes, gt_labels, gt_valid, _, _ = batch
+    dn_inputs, dn_targets = trainer.denoising(0, gt_boxes, gt_labels, gt_valid)
+    losses = []
+    for _ in range(60):
+        total, _, _, applied = trainer.step(Tensor(images), Tensor(sizes), Tensor(gt_boxes), Tensor(gt_labels),
+                                            Tensor(gt_valid), dn_inputs, dn_targets, Tensor(1e-3, ms.float32))
+        assert bool(applied.asnumpy())
+        losses.append(float(total.asnumpy()))
+    assert np.isfinite(losses).all()
+    assert min(losses[-5:]) <= 0.5 * losses[0], losses[::10]
+
+
+def test_train_cli_rejects_unknown_config_key():
+    out = subprocess.run([sys.executable, "train.py", "--config", "config/quickstart.yaml", "train.mx_iter=3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "unknown config key 'train.mx_iter'" in out.stderr
