@@ -188,8 +188,10 @@ def load_backbone_checkpoint(model, path, backbone_name):
     import mindspore as ms
     from mindspore import Parameter, Tensor
 
-    if backbone_name != "resnet":
-        raise ValueError(f"--backbone-ckpt supports model.backbone.name 'resnet' here, not {backbone_name!r}")
+    if backbone_name == "swin":
+        from .modeling.backbone.pretrained import load_swin_imagenet
+
+        return load_swin_imagenet(model.backbone, read_backbone_state_dict(path))["loaded"]
     shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
     weights = resnet_backbone_weights(read_backbone_state_dict(path), shapes)
     ms.load_param_into_net(model, {k: Parameter(Tensor(v), name=k) for k, v in weights.items()})

@@ -1,0 +1,59 @@
+"""Worker of tests/test_distributed.py: a few training steps of a tiny model, started either by
+msrun (one process per rank, each with its shard of the batch) or alone (the whole batch);
+the parameters after every step go to OUT/params_rank{r}_of{w}_step{k}.npz."""
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import src  # noqa: E402,F401
+import numpy as np  # noqa: E402
+import mindspore as ms  # noqa: E402
+from mindspore import Tensor  # noqa: E402
+
+from src.config import load_config  # noqa: E402
+from src.engine.distributed import init_distributed  # noqa: E402
+from src.engine.trainer import Trainer, build_dataset  # noqa: E402
+from src.modeling.build import build_model  # noqa: E402
+
+# frozen BatchNorm, no augmentation randomness and noise-free denoising queries: the only
+# difference between 1 process x 2 images and 2 processes x 1 image is the gradient averaging
+TINY = ["model.backbone.depth=18", "model.backbone.norm=frozen_bn", "model.embed_dim=32", "model.num_heads=2",
+        "model.ffn_dim=64", "model.num_encoder_layers=1", "model.cascade=[1.0]", "model.num_decoder_layers=2",
+        "model.num_queries=20", "model.topk_sa=30", "model.num_select=20", "model.dn_number=4",
+        "model.label_noise_ratio=0.0", "model.box_noise_scale=0.0", "model.num_classes=3",
+        "data.train_short_sides=[128]", "data.train_max_size=128", "data.flip_prob=0.0",
+        "data.canvases=[[128, 128]]", "train.batch_size=2", "train.lr=1e-4", "train.lr_milestones=[]",
+        "train.lr_gammas=[]"]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device("CPU")
+    rank, world = init_distributed()
+    root = args.data
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "config", "quickstart.yaml"), TINY + [
+        f"data.train_json={root}/annotations/instances_train.json", f"data.train_images={root}/train",
+        f"train.output_dir={args.out}", f"train.max_iter={args.steps}"])
+    ms.set_seed(0)
+    model = build_model(cfg.model, cfg.kernels)
+    trainer = Trainer(cfg, model, build_dataset(cfg.data, "train"), None, logging.getLogger("worker"), rank, world)
+    for iteration, batch in trainer.batches():
+        images, sizes, gt_boxes, gt_labels, gt_valid, image_ids, _ = batch
+        dn_inputs, dn_targets = trainer.denoising(iteration, gt_boxes, gt_labels, gt_valid)
+        trainer.step(Tensor(images), Tensor(sizes), Tensor(gt_boxes), Tensor(gt_labels), Tensor(gt_valid),
+                     dn_inputs, dn_targets, Tensor(cfg.train.lr, ms.float32))
+        params = {p.name: p.asnumpy() for p in trainer.model.trainable_params()}
+        np.savez(os.path.join(args.out, f"params_rank{rank}_of{world}_step{iteration}.npz"),
+                 image_ids=image_ids, **params)
+    print(f"worker rank {rank}/{world} done", flush=True)
+
+
+if __name__ == "__main__":
+    main()  # a normal exit: msrun's scheduler waits for every worker to leave the cluster
