@@ -96,12 +96,19 @@ def build_msda_core(impl="reference"):
     """The dispatch point for the deformable sampling core.
 
     ``impl``: 'reference' (pure MindSpore, ``grid_sample``), 'gather' (pure MindSpore, four-corner
-    gather; the training path on CPU). Custom kernels register here.
+    gather), 'kernel' (fused AOT C++ kernel, ``src.ops``; an error where it cannot be built or
+    run), 'auto' (the kernel where available, else 'gather' after one logged warning: MindSpore's
+    CPU grid_sample backward fails on training-size inputs, the gather core does not).
     """
     if impl == "reference":
         return MSDeformAttnCoreReference()
     if impl == "gather":
         return MSDeformAttnCoreGather()
+    if impl in ("kernel", "auto"):
+        from ..ops import msda_core_or_none  # lazy: compiles the kernel on first use only
+
+        core = msda_core_or_none(required=impl == "kernel", fallback="gather")
+        return core if core is not None else MSDeformAttnCoreGather()
     raise ValueError(f"unknown deformable attention implementation {impl!r}")
 
 

@@ -35,7 +35,14 @@ class RowScatterReference(nn.Cell):
 
 
 def build_token_ops(impl="reference"):
-    """Return (row_gather, row_scatter) Cells for ``impl`` ('reference')."""
+    """Return (row_gather, row_scatter) Cells for ``impl``: 'reference', 'kernel' (AOT C++ kernels,
+    ``src.ops``; an error where they cannot be built or run) or 'auto' (the kernels where
+    available, else the reference after one logged warning)."""
     if impl == "reference":
         return RowGatherReference(), RowScatterReference()
+    if impl in ("kernel", "auto"):
+        from ..ops import token_ops_or_none  # lazy: compiles the kernels on first use only
+
+        cells = token_ops_or_none(required=impl == "kernel", fallback="reference")
+        return cells if cells is not None else (RowGatherReference(), RowScatterReference())
     raise ValueError(f"unknown token gather/scatter implementation {impl!r}")

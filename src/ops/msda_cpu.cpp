@@ -1,0 +1,286 @@
+// Multi-scale deformable attention sampling core: fused CPU kernels for MindSpore
+// ops.Custom(func_type="aot"), forward and backward, float32, OpenMP.
+//
+// Semantics (identical to src/layers/ms_deform_attn.py::MSDeformAttnCoreReference, i.e. detrex
+// multi_scale_deformable_attn_pytorch with F.grid_sample bilinear, zeros padding,
+// align_corners=False):
+//   value              (B, S, M, D)      float32, levels concatenated row-major in S
+//   spatial_shapes     (L, 2)            int32 or int64, (h, w) per level
+//   sampling_locations (B, Q, M, L, P, 2) float32, (x, y) in [0, 1]; pixel i has centre (i+0.5)/w
+//   attention_weights  (B, Q, M, L, P)    float32
+//   output             (B, Q, M*D)        float32, head-major channels
+// A sample at pixel coordinates x = loc_x * w - 0.5, y = loc_y * h - 0.5 is the bilinear mix of
+// the four neighbouring pixels; neighbours outside the map contribute zero (their gradient
+// wrt the location still follows from the bilinear weights, as in grid_sample).
+//
+// Entry points (AOT ABI: params = inputs then outputs, return 0 on success):
+//   MSDAForward  (value, shapes, locations, weights) -> output
+//   MSDABackward (value, shapes, locations, weights, grad_output)
+//                -> grad_value, grad_locations, grad_weights
+//   MSDAForwardInferShape / MSDAForwardInferType: C++ infer (lets the op run with out_shape=None,
+//   which MINDIR reload with dynamic shapes needs).
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+class AotExtra;           // attributes are not read; forward declaration is enough
+enum TypeId : int {};
+
+namespace {
+
+struct Level {
+  int64_t h, w, start;
+};
+
+bool is_type(const char *dtype, const char *name) { return std::strcmp(dtype, name) == 0; }
+
+// Reads the (L, 2) int32/int64 spatial-shape tensor (host memory on CPU).
+bool read_levels(const void *ptr, const char *dtype, int ndim, const int64_t *shape, int64_t levels,
+                 std::vector<Level> *out) {
+  if (ndim != 2 || shape[0] != levels || shape[1] != 2) return false;
+  out->resize(levels);
+  int64_t start = 0;
+  for (int64_t l = 0; l < levels; ++l) {
+    int64_t h, w;
+    if (is_type(dtype, "int32")) {
+      h = static_cast<const int32_t *>(ptr)[2 * l];
+      w = static_cast<const int32_t *>(ptr)[2 * l + 1];
+    } else if (is_type(dtype, "int64")) {
+      h = static_cast<const int64_t *>(ptr)[2 * l];
+      w = static_cast<const int64_t *>(ptr)[2 * l + 1];
+    } else {
+      return false;
+    }
+    if (h <= 0 || w <= 0) return false;
+    (*out)[l] = Level{h, w, start};
+    start += h * w;
+  }
+  return true;
+}
+
+struct Dims {
+  int64_t B, S, M, D, Q, L, P;
+};
+
+// Validates the four common inputs; fills dims and levels.
+bool check_inputs(int *ndims, int64_t **shapes, const char **dtypes, void **params, Dims *d,
+                  std::vector<Level> *levels) {
+  if (ndims[0] != 4 || ndims[2] != 6 || ndims[3] != 5) return false;
+  if (!is_type(dtypes[0], "float32") || !is_type(dtypes[2], "float32") || !is_type(dtypes[3], "float32"))
+    return false;
+  d->B = shapes[0][0];
+  d->S = shapes[0][1];
+  d->M = shapes[0][2];
+  d->D = shapes[0][3];
+  d->Q = shapes[2][1];
+  d->L = shapes[2][3];
+  d->P = shapes[2][4];
+  if (d->B < 0 || d->S <= 0 || d->M <= 0 || d->D <= 0 || d->Q < 0 || d->L <= 0 || d->P <= 0) return false;
+  const int64_t *ls = shapes[2];
+  if (ls[0] != d->B || ls[2] != d->M || ls[5] != 2) return false;
+  const int64_t *as = shapes[3];
+  if (as[0] != d->B || as[1] != d->Q || as[2] != d->M || as[3] != d->L || as[4] != d->P) return false;
+  if (!read_levels(params[1], dtypes[1], ndims[1], shapes[1], d->L, levels)) return false;
+  const Level &last = levels->back();
+  if (last.start + last.h * last.w != d->S) return false;
+  return true;
+}
+
+// Bilinear corner set of one sample. Returns false when no corner can matter (neither for the
+// value nor for the location gradient), i.e. outside x in [-1, w) or y in [-1, h), or NaN.
+struct Corners {
+  int64_t idx[4];     // token offsets relative to the level start (valid only where in[c])
+  bool in[4];
+  float wgt[4];       // bilinear weights (1-fx)(1-fy), fx(1-fy), (1-fx)fy, fx*fy
+  float fx, fy;
+};
+
+inline bool corners(float lx, float ly, const Level &lv, Corners *c) {
+  const float x = lx * static_cast<float>(lv.w) - 0.5f;
+  const float y = ly * static_cast<float>(lv.h) - 0.5f;
+  if (!(x >= -1.0f && x < static_cast<float>(lv.w) && y >= -1.0f && y < static_cast<float>(lv.h))) return false;
+  const float x0f = std::floor(x), y0f = std::floor(y);
+  const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
+  c->fx = x - x0f;
+  c->fy = y - y0f;
+  const bool xin0 = x0 >= 0, xin1 = x0 + 1 <= lv.w - 1;
+  const bool yin0 = y0 >= 0, yin1 = y0 + 1 <= lv.h - 1;
+  c->in[0] = xin0 && yin0;
+  c->in[1] = xin1 && yin0;
+  c->in[2] = xin0 && yin1;
+  c->in[3] = xin1 && yin1;
+  c->idx[0] = y0 * lv.w + x0;
+  c->idx[1] = c->idx[0] + 1;
+  c->idx[2] = c->idx[0] + lv.w;
+  c->idx[3] = c->idx[2] + 1;
+  const float gx = 1.0f - c->fx, gy = 1.0f - c->fy;
+  c->wgt[0] = gx * gy;
+  c->wgt[1] = c->fx * gy;
+  c->wgt[2] = gx * c->fy;
+  c->wgt[3] = c->fx * c->fy;
+  return true;
+}
+
+// DC > 0: the head dimension is the compile-time constant DC (fully unrolled/vectorized inner
+// loops); DC == 0: any head dimension d.D.
+template <int DC>
+void forward_impl(const Dims &d, const std::vector<Level> &levels, const float *value, const float *loc,
+                  const float *attn, float *out) {
+  const int64_t S = d.S, M = d.M, D = DC > 0 ? DC : d.D, Q = d.Q, L = d.L, P = d.P;
+  const int64_t rows = d.B * Q * M;
+  // One output row (b, q, m) per work item; m innermost, so the heads of one query (which
+  // sample around the same reference point) read neighbouring value rows.
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {  // r = (b*Q + q)*M + m
+    const int64_t m = r % M;
+    const int64_t b = r / (Q * M);
+    float *o = out + r * D;  // (B,Q,M,D) == (B,Q,M*D)
+    for (int64_t k = 0; k < D; ++k) o[k] = 0.0f;
+    const float *lp = loc + r * L * P * 2;
+    const float *ap = attn + r * L * P;
+    const float *vb = value + b * S * M * D + m * D;
+    for (int64_t l = 0; l < L; ++l) {
+      const Level &lv = levels[l];
+      const float *vl = vb + lv.start * M * D;
+      for (int64_t p = 0; p < P; ++p) {
+        const int64_t lpi = l * P + p;
+        const float a = ap[lpi];
+        Corners c;
+        if (!corners(lp[2 * lpi], lp[2 * lpi + 1], lv, &c)) continue;
+        for (int ci = 0; ci < 4; ++ci) {
+          if (!c.in[ci]) continue;
+          const float w = a * c.wgt[ci];
+          const float *v = vl + c.idx[ci] * M * D;
+#pragma omp simd
+          for (int64_t k = 0; k < D; ++k) o[k] += w * v[k];
+        }
+      }
+    }
+  }
+}
+
+// Work is split over (b, m) pairs: each thread owns the grad_value rows of its head exclusively
+// (no atomics, deterministic), and the location/weight gradients of that head.
+template <int DC>
+void backward_impl(const Dims &d, const std::vector<Level> &levels, const float *value, const float *loc,
+                   const float *attn, const float *gout, float *gvalue, float *gloc, float *gattn) {
+  const int64_t S = d.S, M = d.M, D = DC > 0 ? DC : d.D, Q = d.Q, L = d.L, P = d.P;
+  const int64_t units = d.B * M;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t b = u / M, m = u % M;
+    const float *vb = value + b * S * M * D + m * D;
+    float *gvb = gvalue + b * S * M * D + m * D;
+    for (int64_t s = 0; s < S; ++s) std::memset(gvb + s * M * D, 0, sizeof(float) * D);
+    for (int64_t q = 0; q < Q; ++q) {
+      const int64_t r = (b * Q + q) * M + m;
+      const float *g = gout + r * D;
+      const float *lp = loc + r * L * P * 2;
+      const float *ap = attn + r * L * P;
+      float *glp = gloc + r * L * P * 2;
+      float *gap = gattn + r * L * P;
+      for (int64_t l = 0; l < L; ++l) {
+        const Level &lv = levels[l];
+        const float *vl = vb + lv.start * M * D;
+        float *gvl = gvb + lv.start * M * D;
+        for (int64_t p = 0; p < P; ++p) {
+          const int64_t lpi = l * P + p;
+          glp[2 * lpi] = 0.0f;
+          glp[2 * lpi + 1] = 0.0f;
+          gap[lpi] = 0.0f;
+          Corners c;
+          if (!corners(lp[2 * lpi], lp[2 * lpi + 1], lv, &c)) continue;
+          const float a = ap[lpi];
+          float dot[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // <grad_out, value at corner>
+          for (int ci = 0; ci < 4; ++ci) {
+            if (!c.in[ci]) continue;
+            const float *v = vl + c.idx[ci] * M * D;
+            float *gv = gvl + c.idx[ci] * M * D;
+            const float w = a * c.wgt[ci];
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t k = 0; k < D; ++k) acc += g[k] * v[k];
+#pragma omp simd
+            for (int64_t k = 0; k < D; ++k) gv[k] += w * g[k];
+            dot[ci] = acc;
+          }
+          const float gx = 1.0f - c.fx, gy = 1.0f - c.fy;
+          gap[lpi] = c.wgt[0] * dot[0] + c.wgt[1] * dot[1] + c.wgt[2] * dot[2] + c.wgt[3] * dot[3];
+          // d/dx of the bilinear weights: -(1-fy), (1-fy), -fy, fy; d/dy: -(1-fx), -fx, (1-fx), fx
+          const float dx = gy * (dot[1] - dot[0]) + c.fy * (dot[3] - dot[2]);
+          const float dy = gx * (dot[2] - dot[0]) + c.fx * (dot[3] - dot[1]);
+          glp[2 * lpi] = a * dx * static_cast<float>(lv.w);
+          glp[2 * lpi + 1] = a * dy * static_cast<float>(lv.h);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int MSDAForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                           void *stream, void *extra) {
+  (void)stream;
+  (void)extra;
+  if (nparam != 5) return 1;
+  Dims d;
+  std::vector<Level> levels;
+  if (!check_inputs(ndims, shapes, dtypes, params, &d, &levels)) return 2;
+  if (!is_type(dtypes[4], "float32") || ndims[4] != 3) return 3;
+  const float *value = static_cast<const float *>(params[0]);
+  const float *loc = static_cast<const float *>(params[2]);
+  const float *attn = static_cast<const float *>(params[3]);
+  float *out = static_cast<float *>(params[4]);
+  switch (d.D) {
+    case 16: forward_impl<16>(d, levels, value, loc, attn, out); break;
+    case 32: forward_impl<32>(d, levels, value, loc, attn, out); break;
+    case 64: forward_impl<64>(d, levels, value, loc, attn, out); break;
+    default: forward_impl<0>(d, levels, value, loc, attn, out); break;
+  }
+  return 0;
+}
+
+extern "C" int MSDABackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                            void *stream, void *extra) {
+  (void)stream;
+  (void)extra;
+  if (nparam != 8) return 1;
+  Dims d;
+  std::vector<Level> levels;
+  if (!check_inputs(ndims, shapes, dtypes, params, &d, &levels)) return 2;
+  for (int i = 4; i < 8; ++i)
+    if (!is_type(dtypes[i], "float32")) return 3;
+  const float *value = static_cast<const float *>(params[0]);
+  const float *loc = static_cast<const float *>(params[2]);
+  const float *attn = static_cast<const float *>(params[3]);
+  const float *gout = static_cast<const float *>(params[4]);
+  float *gv = static_cast<float *>(params[5]);
+  float *gl = static_cast<float *>(params[6]);
+  float *ga = static_cast<float *>(params[7]);
+  switch (d.D) {
+    case 16: backward_impl<16>(d, levels, value, loc, attn, gout, gv, gl, ga); break;
+    case 32: backward_impl<32>(d, levels, value, loc, attn, gout, gv, gl, ga); break;
+    case 64: backward_impl<64>(d, levels, value, loc, attn, gout, gv, gl, ga); break;
+    default: backward_impl<0>(d, levels, value, loc, attn, gout, gv, gl, ga); break;
+  }
+  return 0;
+}
+
+extern "C" std::vector<int64_t> MSDAForwardInferShape(int *ndims, int64_t **shapes, AotExtra *extra) {
+  (void)ndims;
+  (void)extra;
+  // value (B,S,M,D), locations (B,Q,M,L,P,2) -> (B,Q,M*D)
+  const int64_t heads = shapes[0][2], dim = shapes[0][3];
+  return {shapes[0][0], shapes[2][1], (heads < 0 || dim < 0) ? -1 : heads * dim};
+}
+
+extern "C" TypeId MSDAForwardInferType(std::vector<TypeId> type_ids, AotExtra *extra) {
+  (void)extra;
+  return type_ids[0];
+}

@@ -1,0 +1,266 @@
+"""Custom AOT CPU kernels against the pure-MindSpore references, in GRAPH_MODE and PYNATIVE_MODE.
+
+The deformable sampling kernel is compared with ``MSDeformAttnCoreGather`` (forward and the three
+gradients) on random inputs with points outside the maps, 1x1 levels, single heads/points and
+points exactly on the boundaries, and with the official code through the golden fixture. The
+token gather/scatter kernels are compared with ``RowGatherReference``/``RowScatterReference``.
+The build/fallback machinery is checked with a simulated missing compiler.
+"""
+import logging
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Tensor, nn
+
+import src.layers.ms_deform_attn as msda_module
+import src.ops as kops
+from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
+from src.layers.token_ops import RowGatherReference, RowScatterReference
+from src.ops import msda_kernel
+from src.tools.parity import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT, compare_msda
+
+RNG = np.random.default_rng(7)
+
+
+class WeightedCore(nn.Cell):
+    """sum(core(...) * grad_output): its gradients are the core's vector-Jacobian products."""
+
+    def __init__(self, core, shapes):
+        super().__init__()
+        self.core = core
+        self.shapes = shapes
+
+    def construct(self, value, locations, weights, grad_output):
+        return (self.core(value, self.shapes, locations, weights) * grad_output).sum()
+
+
+def run_core(core, shapes, value, locations, weights, grad_output):
+    out = core(Tensor(value), shapes, Tensor(locations), Tensor(weights)).asnumpy()
+    grads = ms.grad(WeightedCore(core, shapes), grad_position=(0, 1, 2))(
+        Tensor(value), Tensor(locations), Tensor(weights), Tensor(grad_output))
+    return [out] + [g.asnumpy() for g in grads]
+
+
+def msda_inputs(shapes, bsz, nq, heads, dim, points, low=-0.3, high=1.3):
+    levels = len(shapes)
+    tokens = sum(h * w for h, w in shapes)
+    value = RNG.normal(size=(bsz, tokens, heads, dim)).astype(np.float32)
+    locations = RNG.uniform(low, high, (bsz, nq, heads, levels, points, 2)).astype(np.float32)
+    weights = RNG.uniform(0, 1, (bsz, nq, heads, levels, points)).astype(np.float32)
+    grad_output = RNG.normal(size=(bsz, nq, heads * dim)).astype(np.float32)
+    return value, locations, weights, grad_output
+
+
+def boundary_locations(shapes, bsz, nq, heads, points):
+    """Locations whose pixel coordinates are exactly -1, 0, integers, w-1 and w (power-of-two maps)."""
+    levels = len(shapes)
+    loc = np.empty((bsz, nq, heads, levels, points, 2), np.float32)
+    for lvl, (h, w) in enumerate(shapes):
+        for axis, size in ((0, w), (1, h)):
+            pix = RNG.choice(np.array([-1.5, -1.0, -0.5, 0.0, 0.5, size - 1.0, size - 0.5, size, size + 0.5]),
+                             size=(bsz, nq, heads, points))
+            loc[:, :, :, lvl, :, axis] = (pix + 0.5) / size  # exact in float32 for power-of-two sizes
+    return loc
+
+
+MSDA_CASES = {
+    # name: (spatial shapes, B, Q, M, D, P)
+    "random": (((6, 8), (3, 4), (2, 2), (1, 1)), 2, 9, 3, 5, 2),
+    "one_head_one_point": (((5, 7), (1, 1)), 1, 4, 1, 8, 1),
+    "one_level": (((4, 4),), 2, 3, 2, 3, 4),
+    "detr_like": (((16, 20), (8, 10), (4, 5), (2, 3)), 2, 40, 8, 32, 4),
+}
+
+
+@pytest.fixture(scope="module")
+def kernel_core():
+    return msda_kernel.MSDeformAttnCoreKernel()
+
+
+@pytest.mark.parametrize("case", sorted(MSDA_CASES))
+def test_msda_kernel_matches_gather(mode, kernel_core, case):
+    shapes, bsz, nq, heads, dim, points = MSDA_CASES[case]
+    inputs = msda_inputs(shapes, bsz, nq, heads, dim, points)
+    ours = run_core(kernel_core, shapes, *inputs)
+    ref = run_core(MSDeformAttnCoreGather(), shapes, *inputs)
+    names = ("output", "grad_value", "grad_sampling_locations", "grad_attention_weights")
+    tols = (TOL_MSDA_OUT, TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_GRAD)
+    for name, a, b, tol in zip(names, ours, ref, tols):
+        assert a.shape == b.shape, name
+        np.testing.assert_allclose(a, b, atol=tol, rtol=0, err_msg=name)
+
+
+def test_msda_kernel_boundaries_and_far_points(mode, kernel_core):
+    """Points exactly on the -1 / w-1 / w pixel boundaries, and points far outside (even huge)."""
+    shapes = ((4, 8), (2, 2), (1, 1))
+    bsz, nq, heads, dim, points = 2, 6, 2, 4, 3
+    value, _, weights, grad_output = msda_inputs(shapes, bsz, nq, heads, dim, points)
+    locations = boundary_locations(shapes, bsz, nq, heads, points)
+    locations[0, 0, 0, 0, 0] = (1e9, -1e9)  # far outside: contributes nothing, zero gradients
+    ours = run_core(kernel_core, shapes, value, locations, weights, grad_output)
+    ref = run_core(MSDeformAttnCoreGather(), shapes, value, locations, weights, grad_output)
+    for a, b, tol in zip(ours, ref, (TOL_MSDA_OUT, TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_GRAD)):
+        np.testing.assert_allclose(a, b, atol=tol, rtol=0)
+    assert np.all(ours[2][0, 0, 0, 0, 0] == 0) and ours[3][0, 0, 0, 0, 0] == 0
+
+
+def test_msda_kernel_matches_grid_sample_forward(mode, kernel_core):
+    """The kernel against the grid_sample reference too (forward; its CPU backward is the gather's job)."""
+    shapes, bsz, nq, heads, dim, points = MSDA_CASES["random"]
+    value, locations, weights, _ = msda_inputs(shapes, bsz, nq, heads, dim, points)
+    args = (Tensor(value), shapes, Tensor(locations), Tensor(weights))
+    np.testing.assert_allclose(kernel_core(*args).asnumpy(), MSDeformAttnCoreReference()(*args).asnumpy(),
+                               atol=TOL_MSDA_OUT, rtol=0)
+
+
+def test_msda_kernel_matches_golden(mode, golden_dir, monkeypatch):
+    """Forward and the three gradients against the official code (compare_msda tolerances)."""
+    original = msda_module.build_msda_core
+
+    def build(impl="reference"):
+        return msda_kernel.MSDeformAttnCoreKernel() if impl == "kernel" else original(impl)
+
+    monkeypatch.setattr(msda_module, "build_msda_core", build)
+    g = dict(np.load(golden_dir / "msda_core.npz"))
+    rows = compare_msda("msda_core", g, mode, "kernel")
+    assert len(rows) == 4
+    for row in rows:
+        assert row.ok, row.line()
+
+
+# ---------------------------------------------------------------- token gather / scatter
+
+def token_inputs(bsz, tokens, channels, k, index_dtype, repeated=False):
+    x = RNG.normal(size=(bsz, tokens, channels)).astype(np.float32)
+    if repeated:
+        idx = RNG.integers(0, tokens, size=(bsz, k))
+    else:
+        idx = np.stack([RNG.permutation(tokens)[:k] for _ in range(bsz)])
+    return x, idx.astype(index_dtype)
+
+
+class WeightedGather(nn.Cell):
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+
+    def construct(self, x, idx, w):
+        return (self.op(x, idx) * w).sum()
+
+
+class WeightedScatter(nn.Cell):
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+
+    def construct(self, x, rows, idx, count, w):
+        return (self.op(x, idx, rows, count) * w).sum()
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("k,repeated", [(5, False), (12, False), (9, True)])  # 12 = K equals S
+def test_row_gather_kernel(mode, index_dtype, k, repeated):
+    x, idx = token_inputs(2, 12, 70, k, index_dtype, repeated)
+    weight = RNG.normal(size=(2, k, 70)).astype(np.float32)
+    ours, ref = kops.RowGatherKernel(), RowGatherReference()
+    np.testing.assert_array_equal(ours(Tensor(x), Tensor(idx)).asnumpy(), ref(Tensor(x), Tensor(idx)).asnumpy())
+    g_ours = ms.grad(WeightedGather(ours))(Tensor(x), Tensor(idx), Tensor(weight)).asnumpy()
+    g_ref = ms.grad(WeightedGather(ref))(Tensor(x), Tensor(idx), Tensor(weight)).asnumpy()
+    np.testing.assert_allclose(g_ours, g_ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("k,count", [(5, (5, 2)), (12, (12, 0)), (6, (9, 3))])  # K = S; count 0; count > K
+def test_row_scatter_kernel(mode, index_dtype, k, count):
+    x, idx = token_inputs(2, 12, 70, k, index_dtype)
+    rows = RNG.normal(size=(2, k, 70)).astype(np.float32)
+    weight = RNG.normal(size=x.shape).astype(np.float32)
+    count = np.array(count, np.int32)
+    ours, ref = kops.RowScatterKernel(), RowScatterReference()
+    args = (Tensor(x), Tensor(idx), Tensor(rows), Tensor(count))
+    np.testing.assert_array_equal(ours(*args).asnumpy(), ref(*args).asnumpy())
+    grads = [ms.grad(WeightedScatter(op), grad_position=(0, 1))(
+        Tensor(x), Tensor(rows), Tensor(idx), Tensor(count), Tensor(weight)) for op in (ours, ref)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- build, cache, fallback
+
+@pytest.fixture
+def fresh_build_state(monkeypatch):
+    """Forget built libraries and issued warnings for the duration of a test."""
+    monkeypatch.setattr(msda_kernel, "_built", {})
+    monkeypatch.setattr(kops, "_warned", set())
+
+
+def test_library_is_cached_by_source_hash(fresh_build_state, monkeypatch, tmp_path):
+    monkeypatch.setenv("FOCUS_DETR_KERNEL_CACHE", str(tmp_path))
+    path = msda_kernel.library_path()
+    assert path.startswith(str(tmp_path)) and path.endswith(".so")
+    mtime = (tmp_path / path.split("/")[-1]).stat().st_mtime_ns
+    monkeypatch.setattr(msda_kernel, "_built", {})
+    assert msda_kernel.library_path() == path  # second process-level build reuses the file
+    assert (tmp_path / path.split("/")[-1]).stat().st_mtime_ns == mtime
+
+
+def test_fallback_warns_exactly_once_without_compiler(fresh_build_state, monkeypatch, caplog):
+    monkeypatch.setattr(msda_kernel, "CXX", "/nonexistent/bin/g++")
+    with pytest.raises(kops.KernelUnavailable, match="not found"):
+        kops.msda_core_or_none(required=True)  # impl 'kernel': an error, never a silent fallback
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
+        assert kops.msda_core_or_none() is None
+        assert kops.msda_core_or_none() is None
+        assert kops.token_ops_or_none() is None
+        assert kops.token_ops_or_none() is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]  # one per operator family
+    assert "deformable attention" in warnings[0].getMessage() and "not found" in warnings[0].getMessage()
+    assert "token gather/scatter" in warnings[1].getMessage()
+
+
+def test_build_msda_core_auto_falls_back_once(fresh_build_state, monkeypatch, caplog):
+    """Through the dispatch point: 'auto' falls back to the gather core with one warning."""
+    assert isinstance(msda_module.build_msda_core("kernel"), msda_kernel.MSDeformAttnCoreKernel)
+    monkeypatch.setattr(msda_kernel, "_built", {})
+    monkeypatch.setattr(msda_kernel, "CXX", "/nonexistent/bin/g++")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
+        cores = [msda_module.build_msda_core("auto") for _ in range(3)]
+    assert all(isinstance(c, MSDeformAttnCoreGather) for c in cores)
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    with pytest.raises(kops.KernelUnavailable):
+        msda_module.build_msda_core("kernel")
+
+
+def test_unsupported_device_is_unavailable():
+    assert not kops.is_available("GPU") and not kops.is_available("Ascend")
+    with pytest.raises(kops.KernelUnavailable, match="device 'GPU'"):
+        kops.check_available("GPU")
+
+
+def test_kernels_export_to_mindir_and_reload(kernel_core, tmp_path):
+    """A graph with the AOT kernels exports to MINDIR and reloads (GraphCell) with equal outputs.
+    The library's absolute path is baked into the file: deployment needs the .so at that path."""
+    shapes = ((4, 6), (2, 3))
+    value, locations, weights, _ = msda_inputs(shapes, 1, 5, 2, 4, 2)
+    x, idx = token_inputs(1, 30, 8, 5, np.int32)
+
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.core = kernel_core
+            self.gather = kops.RowGatherKernel()
+
+        def construct(self, v, loc, w, x, idx):
+            return self.core(v, shapes, loc, w), self.gather(x, idx)
+
+    net = Net()
+    args = [Tensor(a) for a in (value, locations, weights, x, idx)]
+    expected = [o.asnumpy() for o in net(*args)]
+    ms.export(net, *args, file_name=str(tmp_path / "ops"), file_format="MINDIR")
+    loaded = nn.GraphCell(ms.load(str(tmp_path / "ops.mindir")))
+    for a, b in zip(loaded(*args), expected):
+        np.testing.assert_array_equal(a.asnumpy(), b)
