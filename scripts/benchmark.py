@@ -25,6 +25,7 @@ top-k, gathers/scatters and the post-processing. Papers (fvcore) report multiply
 "FLOPs": divide our numbers by 2 to compare.
 """
 import os
+import platform
 import statistics
 import sys
 import time
@@ -144,6 +145,14 @@ def dino_encoder_flops(m, s):
     return m.num_encoder_layers * (deformable(s, s, m) + 2 * dense(s, m.embed_dim, m.ffn_dim))
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def latency(net, height, width, repeat):
     """(first call incl. compile, median of ``repeat`` timed calls) in seconds."""
     images = Tensor(np.random.default_rng(0).uniform(0, 255, (1, 3, height, width)).astype(np.float32))
@@ -180,7 +189,8 @@ def main(argv=None):
         del net
 
     print(f"\n{args.config} at {args.height}x{args.width} (canvas = image, batch 1), S = {tokens} tokens, "
-          f"MindSpore {ms.__version__}, {args.mode} mode")
+          f"MindSpore {ms.__version__}, {args.mode} mode, kernels msda={focus_cfg.kernels.msda} "
+          f"token_ops={focus_cfg.kernels.token_ops}, {cpu_name()} ({os.cpu_count()} cores)")
     for name, (_, rows, _) in results.items():
         print(f"  {name}: encoder layers update {', '.join(map(str, rows))} tokens")
     print("\nGFLOPs (2 x multiply-adds; see the docstring for what is counted)")

@@ -10,15 +10,10 @@ usage() { sed -n 2,6p "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 CONFIG=$1; DATA_ROOT=$2; DEVICE_NUM=$3; shift 3
 OUTPUT_DIR=output/$(basename "$CONFIG" .yaml)
 if [ $# -gt 0 ] && [[ "$1" != *=* ]] && [[ "$1" != --* ]]; then OUTPUT_DIR=$1; shift; fi
-[ -f "$CONFIG" ] || { echo "error: config $CONFIG not found" >&2; exit 2; }
-[ -d "$DATA_ROOT" ] || { echo "error: dataset root $DATA_ROOT not found" >&2; exit 2; }
 [[ "$DEVICE_NUM" =~ ^[1-9][0-9]*$ ]] || { echo "error: DEVICE_NUM must be a positive integer, got '$DEVICE_NUM'" >&2; exit 2; }
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/setup_env.sh"
-source "$ROOT/scripts/dataset_args.sh"
-dataset_args "$DATA_ROOT"
-DEVICE_ARGS=()
-[ -n "${DEVICE_TARGET:-}" ] && DEVICE_ARGS=(--device "$DEVICE_TARGET")
+source "$(dirname "${BASH_SOURCE[0]}")/launcher_common.sh"
+require_file config "$CONFIG"
+prepare_launch "$DATA_ROOT"
 LOG_DIR="$OUTPUT_DIR/msrun_log"
 mkdir -p "$LOG_DIR"
 echo "[run_distribute_train] $DEVICE_NUM workers; rank 0 logs to $OUTPUT_DIR/log.txt, worker output in $LOG_DIR/worker_*.log"

@@ -6,13 +6,8 @@ set -euo pipefail
 usage() { sed -n 2,4p "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 3 ] || usage
 CONFIG=$1; DATA_ROOT=$2; CKPT=$3; shift 3
-[ -f "$CONFIG" ] || { echo "error: config $CONFIG not found" >&2; exit 2; }
-[ -d "$DATA_ROOT" ] || { echo "error: dataset root $DATA_ROOT not found" >&2; exit 2; }
-[ -f "$CKPT" ] || { echo "error: checkpoint $CKPT not found" >&2; exit 2; }
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/setup_env.sh"
-source "$ROOT/scripts/dataset_args.sh"
-dataset_args "$DATA_ROOT"
-DEVICE_ARGS=()
-[ -n "${DEVICE_TARGET:-}" ] && DEVICE_ARGS=(--device "$DEVICE_TARGET")
+source "$(dirname "${BASH_SOURCE[0]}")/launcher_common.sh"
+require_file config "$CONFIG"
+require_file checkpoint "$CKPT"
+prepare_launch "$DATA_ROOT"
 "$VENV_PY" "$ROOT/eval.py" --config "$CONFIG" --ckpt "$CKPT" "${DEVICE_ARGS[@]}" "${DATASET_ARGS[@]}" "$@"

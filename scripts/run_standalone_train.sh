@@ -8,12 +8,7 @@ usage() { sed -n 2,4p "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 CONFIG=$1; DATA_ROOT=$2; shift 2
 OUTPUT_DIR=output/$(basename "$CONFIG" .yaml)
 if [ $# -gt 0 ] && [[ "$1" != *=* ]] && [[ "$1" != --* ]]; then OUTPUT_DIR=$1; shift; fi
-[ -f "$CONFIG" ] || { echo "error: config $CONFIG not found" >&2; exit 2; }
-[ -d "$DATA_ROOT" ] || { echo "error: dataset root $DATA_ROOT not found" >&2; exit 2; }
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/setup_env.sh"
-source "$ROOT/scripts/dataset_args.sh"
-dataset_args "$DATA_ROOT"
-DEVICE_ARGS=()
-[ -n "${DEVICE_TARGET:-}" ] && DEVICE_ARGS=(--device "$DEVICE_TARGET")
+source "$(dirname "${BASH_SOURCE[0]}")/launcher_common.sh"
+require_file config "$CONFIG"
+prepare_launch "$DATA_ROOT"
 "$VENV_PY" "$ROOT/train.py" --config "$CONFIG" "${DEVICE_ARGS[@]}" "${DATASET_ARGS[@]}" "train.output_dir=$OUTPUT_DIR" "$@"

@@ -10,6 +10,7 @@ import pytest
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
+from src.checkpoint import load_port_checkpoint
 from src.config import load_config
 from src.data.synthetic import generate_synthetic_coco
 from src.engine.gradients import clip_by_global_norm
@@ -168,6 +169,12 @@ def test_exact_resume(tiny_data, tmp_path):
     differing = [n for n in ref if not np.array_equal(ours[n], ref[n])]
     assert not differing, differing[:10]
     assert int(ref["optimizer.step"]) == 2 * k
+
+    # a training checkpoint is also a model checkpoint for eval.py / export.py / infer.py
+    fresh = build_model(second.cfg.model, second.cfg.kernels)
+    load_port_checkpoint(fresh, str(tmp_path / "resumed" / f"checkpoint_iter{2 * k:07d}.ckpt"))
+    for p in fresh.get_parameters():
+        np.testing.assert_array_equal(p.asnumpy(), ours[p.name], err_msg=p.name)
 
 
 def test_overfits_one_batch(tiny_data, tmp_path):

@@ -53,7 +53,7 @@ class AdamW(nn.Cell):
     """
 
     def __init__(self, params, lr_mults, weight_decays, betas=(0.9, 0.999), eps=1e-8):
-        super().__init__()
+        super().__init__(auto_prefix=False)
         self.params = ms.ParameterTuple(params)
         self.exp_avg = self.params.clone(prefix="optimizer.exp_avg", init="zeros")
         self.exp_avg_sq = self.params.clone(prefix="optimizer.exp_avg_sq", init="zeros")

@@ -16,7 +16,7 @@ class ModelWithLoss(nn.Cell):
     """Forward + criterion; returns (loss * scale, (weighted losses...))."""
 
     def __init__(self, model, criterion):
-        super().__init__()
+        super().__init__(auto_prefix=False)  # keep the model's parameter names (checkpoints load into it)
         self.model = model
         self.criterion = criterion
 
@@ -32,7 +32,7 @@ class LossScale(nn.Cell):
     (``dynamic=False``). Scale 1 with ``dynamic=False`` is plain float32 training."""
 
     def __init__(self, init_scale=1.0, dynamic=False, window=1000):
-        super().__init__()
+        super().__init__(auto_prefix=False)
         self.scale = Parameter(Tensor(init_scale, ms.float32), name="train_state.loss_scale", requires_grad=False)
         self.good_steps = Parameter(Tensor(0, ms.int32), name="train_state.good_steps", requires_grad=False)
         self.dynamic = dynamic
@@ -57,7 +57,7 @@ class TrainStep(nn.Cell):
     every rank takes the same step (the criterion averages num_boxes over ranks as detrex)."""
 
     def __init__(self, model, criterion, optimizer, loss_scale, clip_max_norm=0.1, world_size=1):
-        super().__init__()
+        super().__init__(auto_prefix=False)
         self.model_with_loss = ModelWithLoss(model, criterion)
         self.optimizer = optimizer
         self.loss_scale = loss_scale

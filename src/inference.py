@@ -1,0 +1,95 @@
+"""Test-time inference shared by export.py, infer.py and scripts/benchmark.py.
+
+Preprocessing (what the exported MINDIR expects as well): read RGB, resize the shortest edge
+to ``data.test_short_side`` with the longest edge at most ``data.test_max_size`` (detectron2
+``ResizeShortestEdge``), keep raw 0..255 values (the model normalizes inside), and pad with
+zeros at the bottom/right to a static canvas. ``InferenceNet`` runs the detector and the
+post-processing in one graph; it is the Cell that export.py writes to MINDIR.
+"""
+import cv2
+import numpy as np
+from mindspore import nn
+
+from .checkpoint import load_port_checkpoint
+from .data.loader import choose_canvas
+from .data.transforms import resize_image, resize_shortest_edge_size
+from .modeling.build import build_model
+from .modeling.postprocess import PostProcess
+
+
+def read_image(path):
+    """RGB uint8 (H, W, 3); EXIF orientation applied by OpenCV as in the dataset reader."""
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError(f"{path}: cannot decode image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def preprocess(images, data_cfg, canvases=None):
+    """RGB uint8 images -> (images (B,3,Hc,Wc) float32 raw 0..255 zero-padded bottom/right,
+    image_sizes (B,2) int32 [h, w] after the resize, orig_sizes (B,2) int32 [h, w] before it).
+
+    ``canvases``: list of (Hc, Wc); the smallest that holds the batch is used (ValueError if
+    none does). None pads to the batch maximum (no padding for a single image, as the
+    official batch-1 inference).
+    """
+    resized = [resize_image(img, *resize_shortest_edge_size(*img.shape[:2], data_cfg.test_short_side,
+                                                            data_cfg.test_max_size), data_cfg.interpolation)
+               for img in images]
+    canvas_h, canvas_w = choose_canvas([r.shape[:2] for r in resized], canvases)
+    batch = np.zeros((len(images), 3, canvas_h, canvas_w), np.float32)
+    for i, r in enumerate(resized):
+        batch[i, :, :r.shape[0], :r.shape[1]] = r.transpose(2, 0, 1)
+    image_sizes = np.array([r.shape[:2] for r in resized], np.int32)
+    orig_sizes = np.array([img.shape[:2] for img in images], np.int32)
+    return batch, image_sizes, orig_sizes
+
+
+def focus_capture_names(model):
+    """Intermediates the foreground-token picture needs: the token ranking each encoder layer
+    takes its rows from, the per-layer counts k_l, each image's own budget, and the per-level
+    masks (only their shapes are used: the token grid of every level)."""
+    layers = len(model.transformer.encoder.layers)
+    return (tuple(f"foreground_inds_l{l}" for l in range(layers))
+            + ("encoder_foreground_topk", "focus_token_nums")
+            + tuple(f"mask_l{i}" for i in range(model.transformer.num_levels)))
+
+
+class InferenceNet(nn.Cell):
+    """Detector + ``PostProcess`` on the last decoder layer, in eval mode.
+
+    Inputs: images (B,3,H,W) float32 raw RGB 0..255 zero-padded, image_sizes (B,2) int32 [h, w]
+    of each resized image in the canvas, orig_sizes (B,2) int32 [h, w] of the original image.
+    Outputs: scores (B,K) float32, labels (B,K) int32, boxes (B,K,4) float32 xyxy in original
+    pixels, keep (B,K) bool (non-empty boxes); K = num_select. With ``with_focus`` the tensors
+    named by ``focus_capture_names`` follow.
+
+    ``auto_prefix=False`` keeps the model's parameter names, so the exported graph carries
+    the checkpoint's names.
+    """
+
+    def __init__(self, model, num_select, with_focus=False):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.postprocess = PostProcess(num_select)
+        model.set_capture(with_focus)
+        names = model.capture_names()
+        self.focus_index = tuple(names.index(n) for n in focus_capture_names(model)) if with_focus else ()
+        self.set_train(False)
+
+    def construct(self, images, image_sizes, orig_sizes):
+        outputs, captured = self.model(images, image_sizes)
+        detections = self.postprocess(outputs[0][-1], outputs[1][-1], image_sizes, orig_sizes)[:4]
+        for i in self.focus_index:
+            detections += (captured[i],)
+        return detections
+
+
+def build_inference_net(cfg, ckpt=None, with_focus=False):
+    """``InferenceNet`` for ``cfg`` with the weights of ``ckpt`` (None keeps the initialization;
+    a checkpoint of another model raises ``CheckpointMismatch``)."""
+    model = build_model(cfg.model, cfg.kernels)
+    if ckpt is not None:
+        load_port_checkpoint(model, ckpt)
+    return InferenceNet(model, cfg.model.num_select, with_focus)

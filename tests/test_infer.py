@@ -1,0 +1,52 @@
+"""infer.py on two synthetic images with a tiny random model: pictures, json detections inside
+each image, class names from a COCO json, and the foreground-token picture."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import mindspore as ms
+
+import infer
+from src.config import load_config
+from src.data.synthetic import generate_synthetic_coco
+from src.modeling.build import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "config/quickstart.yaml")
+LAYERS = 2
+TINY = [f"model.num_encoder_layers={LAYERS}", "model.cascade=[1.0, 0.6]", "model.num_decoder_layers=2",
+        "model.embed_dim=32", "model.num_heads=2", "model.ffn_dim=64", "model.num_queries=20", "model.num_select=20",
+        "model.topk_sa=30", "data.test_short_side=96", "data.test_max_size=128", "data.eval_canvases=[[128, 128]]"]
+
+
+def test_infer_writes_pictures_json_and_focus(tmp_path):
+    data = tmp_path / "data"
+    generate_synthetic_coco(str(data), num_train=0, num_val=2, size_range=(90, 128), num_classes=6, seed=3)
+    cfg = load_config(CONFIG, TINY)
+    ms.set_seed(0)
+    ckpt = str(tmp_path / "tiny.ckpt")
+    ms.save_checkpoint(build_model(cfg.model, cfg.kernels), ckpt)
+    coco = data / "annotations" / "instances_val.json"
+    out = tmp_path / "out"
+    assert infer.main(["--config", CONFIG, "--ckpt", ckpt, "--input", str(data / "val"), "--output", str(out),
+                       "--score-thr", "0", "--class-names", str(coco), "--show-focus"] + TINY) == 0
+
+    names = {c["name"] for c in json.loads(coco.read_text())["categories"]}
+    for entry in json.loads(coco.read_text())["images"]:
+        stem = out / Path(entry["file_name"]).stem
+        h, w = entry["height"], entry["width"]
+        assert cv2.imread(str(stem) + ".jpg").shape == (h, w, 3)
+        result = json.loads(Path(str(stem) + ".json").read_text())
+        assert (result["height"], result["width"]) == (h, w)
+        dets = result["detections"]
+        assert dets, "score threshold 0 keeps every non-empty box"
+        boxes = np.array([d["box_xyxy"] for d in dets])
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+        assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+        assert {d["name"] for d in dets} <= names
+        scale = infer.FOCUS_PANEL / max(h, w)
+        panel_h, panel_w = round(h * scale), round(w * scale)
+        focus = cv2.imread(str(stem) + "_focus.jpg")
+        assert focus.shape == ((LAYERS + 1) * panel_h, cfg.model.num_levels * panel_w, 3)
