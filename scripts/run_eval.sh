@@ -9,5 +9,7 @@ CONFIG=$1; DATA_ROOT=$2; CKPT=$3; shift 3
 source "$(dirname "${BASH_SOURCE[0]}")/launcher_common.sh"
 require_file config "$CONFIG"
 require_file checkpoint "$CKPT"
-prepare_launch "$DATA_ROOT"
-"$VENV_PY" "$ROOT/eval.py" --config "$CONFIG" --ckpt "$CKPT" "${DEVICE_ARGS[@]}" "${DATASET_ARGS[@]}" "$@"
+require_dir "dataset root" "$DATA_ROOT"
+source "$ROOT/scripts/setup_env.sh"
+device_args
+"$VENV_PY" "$ROOT/eval.py" --config "$CONFIG" --ckpt "$CKPT" "${DEVICE_ARGS[@]}" --data "$DATA_ROOT" "$@"

@@ -10,5 +10,7 @@ OUTPUT_DIR=output/$(basename "$CONFIG" .yaml)
 if [ $# -gt 0 ] && [[ "$1" != *=* ]] && [[ "$1" != --* ]]; then OUTPUT_DIR=$1; shift; fi
 source "$(dirname "${BASH_SOURCE[0]}")/launcher_common.sh"
 require_file config "$CONFIG"
-prepare_launch "$DATA_ROOT"
-"$VENV_PY" "$ROOT/train.py" --config "$CONFIG" "${DEVICE_ARGS[@]}" "${DATASET_ARGS[@]}" "train.output_dir=$OUTPUT_DIR" "$@"
+require_dir "dataset root" "$DATA_ROOT"
+source "$ROOT/scripts/setup_env.sh"
+device_args
+"$VENV_PY" "$ROOT/train.py" --config "$CONFIG" "${DEVICE_ARGS[@]}" --data "$DATA_ROOT" "train.output_dir=$OUTPUT_DIR" "$@"

@@ -85,7 +85,7 @@ def official_to_port(state_dict, port_shapes, ignore=SWIN_IGNORED_KEYS, num_deco
     float32 array}; raises ``CheckpointMismatch`` unless every official key is consumed,
     every port parameter filled, shapes agree and aliases equal their canonical tensors.
     """
-    out, unmapped, mismatched, conflicts = {}, [], [], []
+    out, unmapped, mismatched, conflicts, wrong_shape = {}, [], [], [], set()
     for key, value in state_dict.items():
         if any(re.search(p, key) for p in ignore) or key.endswith("num_batches_tracked"):
             continue
@@ -103,9 +103,10 @@ def official_to_port(state_dict, port_shapes, ignore=SWIN_IGNORED_KEYS, num_deco
         value = np.asarray(value)
         if tuple(value.shape) != tuple(port_shapes[name]):
             mismatched.append(f"{key}: {tuple(value.shape)} -> {name}: {tuple(port_shapes[name])}")
+            wrong_shape.add(name)
             continue
         out[name] = value.astype(np.float32)
-    missing = [n for n in port_shapes if n not in out]
+    missing = [n for n in port_shapes if n not in out and n not in wrong_shape]
     if unmapped or missing or mismatched or conflicts:
         raise CheckpointMismatch(unmapped, missing, mismatched, conflicts)
     return out
@@ -163,7 +164,7 @@ def resnet_backbone_weights(state_dict, port_shapes):
     for the detector's ``backbone.*`` parameters. The classifier is dropped; anything else
     unmatched, a missing backbone parameter or a shape mismatch raises ``CheckpointMismatch``."""
     backbone_shapes = {k: v for k, v in port_shapes.items() if k.startswith("backbone.")}
-    out, unmapped, mismatched = {}, [], []
+    out, unmapped, mismatched, wrong_shape = {}, [], [], set()
     for key, value in state_dict.items():
         if _CLASSIFIER.match(key) or key.endswith("num_batches_tracked"):
             continue
@@ -175,9 +176,10 @@ def resnet_backbone_weights(state_dict, port_shapes):
             unmapped.append(key)
         elif tuple(value.shape) != tuple(backbone_shapes[target]):
             mismatched.append(f"{key}: {tuple(value.shape)} -> {target}: {tuple(backbone_shapes[target])}")
+            wrong_shape.add(target)
         else:
             out[target] = value.astype(np.float32)
-    missing = [n for n in backbone_shapes if n not in out]
+    missing = [n for n in backbone_shapes if n not in out and n not in wrong_shape]
     if unmapped or missing or mismatched:
         raise CheckpointMismatch(unmapped, missing, mismatched)
     return out
