@@ -7,7 +7,6 @@ Logs go to the console and to ``train.output_dir/log.txt``; every loss term of e
 iteration to ``metrics.jsonl``; checkpoints (model, optimizer, loss scale,
 iteration) to ``train.output_dir`` every ``train.checkpoint_period`` iterations.
 """
-import os
 import sys
 
 import src  # noqa: F401  (CPU start-up fix before MindSpore)

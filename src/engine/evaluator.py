@@ -5,7 +5,6 @@ import io
 import json
 import os
 
-import numpy as np
 from mindspore import Tensor
 
 from ..modeling.postprocess import PostProcess

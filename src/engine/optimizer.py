@@ -5,7 +5,6 @@ MindSpore's ``nn.AdamWeightDecay`` has no bias correction (it drifts from the re
 a few steps) and ``mint.optim.AdamW`` has no CPU kernel, hence this small implementation. The
 learning rate is an input of every step, so the host-side schedule never forces a recompile.
 """
-import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import composite as C

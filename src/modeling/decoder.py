@@ -2,7 +2,6 @@
 import math
 
 import numpy as np
-import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ..layers.attention import MultiheadAttention

@@ -1,5 +1,4 @@
 """The Focus-DETR encoder: a cascade of dual-attention layers over shrinking token sets."""
-import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.token_ops import build_token_ops

@@ -374,8 +374,8 @@ def compare_train(name, g, meta, ours):
     for row, stage in enumerate(stages):
         for b in range(ours["matches"].shape[1]):
             if f"match_{stage}_src_{b}" in g:
-                src, tgt = scipy_order(ours["matches"][row, b])
-                rows.append(exact_row(name, f"match_{stage}_{b}", np.stack([src, tgt]),
+                queries, targets = scipy_order(ours["matches"][row, b])
+                rows.append(exact_row(name, f"match_{stage}_{b}", np.stack([queries, targets]),
                                       np.stack([g[f"match_{stage}_src_{b}"], g[f"match_{stage}_tgt_{b}"]])))
     for key, value, weight in zip(loss_keys(), ours["losses"], loss_weights()):
         rows.append(loss_row(name, key, value / weight, meta["losses_unweighted"][key]))

@@ -11,7 +11,6 @@ the shortcut in place (``out += identity``); in a large graph MindSpore turns ev
 op into a side effect with control edges to all kernels, so our block adds out of place.
 """
 import numpy as np
-import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
 
