@@ -17,6 +17,7 @@ from src.modeling.build import build_model
 def main(argv=None):
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="model weights (.ckpt written by train.py or the converter)")
+    parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.ckpt):
         parser.error(f"--ckpt: no such file {args.ckpt}")
@@ -24,7 +25,7 @@ def main(argv=None):
     out = cfg.train.output_dir
     logger = setup_logger(out, name="focus_detr_eval")
     model = build_model(cfg.model, cfg.kernels)
-    load_port_checkpoint(model, args.ckpt)
+    load_port_checkpoint(model, args.ckpt, use_ema=args.ema)
     dataset = build_dataset(cfg.data, "val")
     stats = evaluate(cfg, model, dataset, logger, out)
     print("eval: " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))

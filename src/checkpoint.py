@@ -213,7 +213,7 @@ def save_checkpoint_atomic(items, path, append_dict=None):
     os.replace(tmp, path)
 
 
-def load_port_checkpoint(model, path, strict=True):
+def load_port_checkpoint(model, path, strict=True, use_ema=False):
     """Load a MindSpore ``.ckpt`` written by this project into ``model``.
 
     A checkpoint for another model (other depth, class count, ...) raises
@@ -223,6 +223,11 @@ def load_port_checkpoint(model, path, strict=True):
     import mindspore as ms
 
     params = ms.load_checkpoint(path)
+    if use_ema:  # trainable weights from their moving averages, buffers as saved
+        averages = {k[len("ema."):]: v for k, v in params.items() if k.startswith("ema.")}
+        if not averages:
+            raise ValueError(f"{path}: no EMA weights (train with train.ema_decay > 0)")
+        params = dict(params, **averages)
     shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
     weights = {k: v for k, v in params.items() if k in shapes}
     mismatched = [f"{k}: {tuple(v.shape)} -> {shapes[k]}" for k, v in weights.items() if tuple(v.shape) != shapes[k]]
@@ -235,4 +240,4 @@ def load_port_checkpoint(model, path, strict=True):
 
 
 def _is_training_state(name):
-    return name.startswith(("optimizer.", "train_state.")) or name in ("iteration", "skipped_steps")
+    return name.startswith(("optimizer.", "train_state.", "ema.")) or name in ("iteration", "skipped_steps")

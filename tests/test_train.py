@@ -15,7 +15,7 @@ from src.config import load_config
 from src.data.synthetic import generate_synthetic_coco
 from src.engine.gradients import clip_by_global_norm
 from src.engine.lr_schedule import StepSchedule
-from src.engine.optimizer import AdamW, parameter_groups
+from src.engine.optimizer import EMA, AdamW, parameter_groups
 from src.engine.train_step import LossScale
 from src.engine.trainer import Trainer, build_dataset
 from src.modeling.build import build_model
@@ -67,6 +67,16 @@ def test_adamw_matches_torch_and_skips_overflow_steps(mode):
     for p, r in zip(params, ref):
         np.testing.assert_allclose(p.asnumpy(), r, rtol=1e-5, atol=1e-6)
     assert int(step.optimizer.step.asnumpy()) == 5
+
+
+def test_ema_update_and_skip(mode):
+    params = [Parameter(Tensor(np.ones(3, np.float32)), name="w")]
+    ema = EMA(params, 0.9)
+    params[0].set_data(Tensor(np.full(3, 2.0, np.float32)))
+    ema(Tensor(True))
+    ema(Tensor(False))  # a skipped step leaves the average alone
+    np.testing.assert_allclose(ema.averages[0].asnumpy(), 0.9 * 1.0 + 0.1 * 2.0, rtol=1e-6)
+    assert ema.averages[0].name == "ema.w"
 
 
 def test_dynamic_loss_scale(mode):
@@ -151,14 +161,14 @@ def tiny_trainer(root, out, overrides=()):
 def test_exact_resume(tiny_data, tmp_path):
     """k steps, save, resume in a fresh trainer, k more == 2k steps straight (bit-equal)."""
     k = 3
-    straight = tiny_trainer(tiny_data, tmp_path / "straight", [f"train.max_iter={2 * k}"])
+    straight = tiny_trainer(tiny_data, tmp_path / "straight", [f"train.max_iter={2 * k}", "train.ema_decay=0.9"])
     initial = {p.name: p.asnumpy().copy() for p in straight.model.get_parameters()}
     straight.train()
 
-    first = tiny_trainer(tiny_data, tmp_path / "resumed", [f"train.max_iter={k}"])
+    first = tiny_trainer(tiny_data, tmp_path / "resumed", [f"train.max_iter={k}", "train.ema_decay=0.9"])
     ms.load_param_into_net(first.model, {n: Parameter(Tensor(v), name=n) for n, v in initial.items()})
     first.train()
-    second = tiny_trainer(tiny_data, tmp_path / "resumed", [f"train.max_iter={2 * k}"])
+    second = tiny_trainer(tiny_data, tmp_path / "resumed", [f"train.max_iter={2 * k}", "train.ema_decay=0.9"])
     second.resume(str(tmp_path / "resumed" / f"checkpoint_iter{k:07d}.ckpt"))
     assert second.start_iter == k
     second.train()
@@ -169,6 +179,7 @@ def test_exact_resume(tiny_data, tmp_path):
     differing = [n for n in ref if not np.array_equal(ours[n], ref[n])]
     assert not differing, differing[:10]
     assert int(ref["optimizer.step"]) == 2 * k
+    assert any(n.startswith("ema.") for n in ref)  # the EMA state resumes exactly too
 
     # a training checkpoint is also a model checkpoint for eval.py / export.py / infer.py
     fresh = build_model(second.cfg.model, second.cfg.kernels)

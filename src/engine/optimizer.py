@@ -72,3 +72,27 @@ class AdamW(nn.Cell):
         update = F.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr, correction1, correction2, apply)
         return self.hyper_map(update, self.lr_mults, self.weight_decays, self.params, self.exp_avg,
                               self.exp_avg_sq, grads)
+
+
+_ema_update = C.MultitypeFuncGraph("ema_update")
+
+
+@_ema_update.register("Tensor", "Tensor", "Tensor", "Tensor")
+def _ema_update_tensor(decay, apply, average, param):
+    return ops.assign(average, ops.where(apply, average * decay + param * (1.0 - decay), average))
+
+
+class EMA(nn.Cell):
+    """Exponential moving average of the weights, ``avg = decay * avg + (1 - decay) * p`` after
+    every applied step (``ema.*`` parameters, saved with the checkpoint). Evaluate with them via
+    ``eval.py --ema``."""
+
+    def __init__(self, params, decay):
+        super().__init__(auto_prefix=False)
+        self.params = ms.ParameterTuple(params)
+        self.averages = self.params.clone(prefix="ema", init="same")
+        self.decay = Tensor(decay, ms.float32)
+        self.hyper_map = C.HyperMap()
+
+    def construct(self, apply):
+        return self.hyper_map(F.partial(_ema_update, self.decay, apply), self.averages, self.params)

@@ -56,8 +56,9 @@ class TrainStep(nn.Cell):
     With ``world_size`` > 1 the gradients are averaged over the ranks before anything else, so
     every rank takes the same step (the criterion averages num_boxes over ranks as detrex)."""
 
-    def __init__(self, model, criterion, optimizer, loss_scale, clip_max_norm=0.1, world_size=1):
+    def __init__(self, model, criterion, optimizer, loss_scale, clip_max_norm=0.1, world_size=1, ema=None):
         super().__init__(auto_prefix=False)
+        self.ema = ema
         self.model_with_loss = ModelWithLoss(model, criterion)
         self.optimizer = optimizer
         self.loss_scale = loss_scale
@@ -80,5 +81,7 @@ class TrainStep(nn.Cell):
             norm = global_norm(grads)
         grads = zero_unless(grads, finite)
         self.optimizer(grads, lr, finite)
+        if self.ema is not None:
+            self.ema(finite)
         self.loss_scale(finite)
         return scaled_total / scale, losses, norm, finite

@@ -21,7 +21,7 @@ from ..modeling.denoising import prepare_denoising
 from .evaluator import coco_evaluate, format_stats, predict
 from .logger import Progress
 from .lr_schedule import StepSchedule
-from .optimizer import AdamW, parameter_groups
+from .optimizer import EMA, AdamW, parameter_groups
 from .train_step import LossScale, TrainStep
 
 CHECKPOINT_PREFIX = "checkpoint_iter"
@@ -90,7 +90,8 @@ class Trainer:
         self.optimizer = AdamW(params, lr_mults, decays, tuple(tc.betas), tc.eps)
         scale = LossScale(tc.loss_scale if tc.amp_level != "O0" else 1.0, dynamic=tc.amp_level != "O0",
                           window=tc.loss_scale_window)
-        self.step = TrainStep(model, criterion, self.optimizer, scale, tc.clip_max_norm, world_size)
+        ema = EMA(params, tc.ema_decay) if tc.ema_decay > 0 else None
+        self.step = TrainStep(model, criterion, self.optimizer, scale, tc.clip_max_norm, world_size, ema)
         self.loss_keys = loss_keys(cfg.model.num_decoder_layers)
         self.start_iter = 0
         self.skipped_steps = 0
