@@ -209,3 +209,9 @@ def test_train_cli_rejects_unknown_config_key():
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "unknown config key 'train.mx_iter'" in out.stderr
+
+
+@pytest.mark.parametrize("level", ["O1", "O2"])
+def test_float16_levels_are_refused_clearly(tiny_data, tmp_path, level):
+    with pytest.raises(NotImplementedError, match=f"train.amp_level '{level}'"):
+        tiny_trainer(tiny_data, tmp_path, [f"train.amp_level={level}"])

@@ -83,7 +83,10 @@ class Trainer:
             os.makedirs(tc.output_dir, exist_ok=True)
         self.schedule = StepSchedule(tc.lr, tc.lr_milestones, tc.lr_gammas, tc.warmup_iters, tc.warmup_factor)
         if tc.amp_level != "O0":
-            ms.amp.auto_mixed_precision(model, tc.amp_level, dtype=ms.float16)
+            # measured with MindSpore 2.10: O1's graph rewrite fails on this model's code and O2
+            # leaves the attention's raw Parameters in float32 against float16 activations
+            raise NotImplementedError(f"train.amp_level {tc.amp_level!r}: only O0 (float32, the official "
+                                      "setting) is supported; float16 training is not implemented yet")
         criterion = FocusDETRCriterion(num_classes=cfg.model.num_classes, num_layers=cfg.model.num_decoder_layers,
                                        num_boxes_all_reduce=world_size > 1)
         params, lr_mults, decays = parameter_groups(model, tc.weight_decay, tc.backbone_lr_mult)
