@@ -40,6 +40,7 @@ from src.cli import base_parser  # noqa: E402
 from src.config import load_config  # noqa: E402
 from src.inference import build_inference_net  # noqa: E402
 from src.modeling.backbone.resnet import ResNetBackbone  # noqa: E402
+from src.modeling.backbone.swin import SwinBackbone  # noqa: E402
 from src.runtime import set_mode  # noqa: E402
 
 MODULES = ("backbone", "neck", "encoder: foreground scoring", "encoder: MCSP class scores",
@@ -64,10 +65,36 @@ def conv_flops(conv, h, w):
     return 2 * conv.in_channels // conv.group * kh * kw * conv.out_channels * oh * ow, oh, ow
 
 
+def swin_flops(backbone, h, w):
+    """Swin FLOPs and the (h, w) of its outputs: 4x4 patch conv, then per block qkv/proj/MLP
+    dense layers and the window-attention products on the window-padded map, patch merging."""
+    ceil = lambda a, b: -(-a // b)  # noqa: E731
+    h, w = ceil(h, 4), ceil(w, 4)
+    c, ws = backbone.embed_dim, backbone.window_size
+    total = 2 * 3 * 16 * c * h * w
+    sizes = []
+    for i, depth in enumerate(backbone.depths):
+        n = ceil(h, ws) * ws * ceil(w, ws) * ws  # tokens after padding to whole windows
+        per_block = dense(n, c, 3 * c) + 2 * 2 * n * ws * ws * c + dense(n, c, c) + mlp(n, (c, 4 * c, c))
+        total += depth * per_block
+        sizes.append((h, w))
+        if i < len(backbone.depths) - 1:
+            h, w = ceil(h, 2), ceil(w, 2)
+            total += dense(h * w, 4 * c, 2 * c)
+            c *= 2
+    return total, [sizes[i] for i in backbone.out_indices]
+
+
+def backbone_flops(backbone, h, w):
+    if isinstance(backbone, SwinBackbone):
+        return swin_flops(backbone, h, w)
+    return resnet_flops(backbone, h, w)
+
+
 def resnet_flops(backbone, h, w):
     """Backbone FLOPs and the (h, w) of res3, res4, res5, walking the blocks' convolutions."""
     if not isinstance(backbone, ResNetBackbone):
-        raise ValueError("the FLOPs count covers ResNet backbones only")
+        raise ValueError("the FLOPs count covers ResNet and Swin backbones only")
     total, h, w = conv_flops(backbone.conv1, h, w)
     h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1  # max-pool 3x3, stride 2, padding 1
     sizes = []
@@ -120,7 +147,7 @@ def deformable(nq, nv, m):
 def model_flops(model, m, height, width):
     """{module: FLOPs}, the encoder rows R_l and the token count S for an H x W canvas."""
     flops = dict.fromkeys(MODULES, 0)
-    flops["backbone"], res_sizes = resnet_flops(model.backbone, height, width)
+    flops["backbone"], res_sizes = backbone_flops(model.backbone, height, width)
     flops["neck"], shapes = neck_flops(model.neck, res_sizes)
     s = sum(h * w for h, w in shapes)
     e, c, q = m.embed_dim, m.num_classes, m.num_queries
