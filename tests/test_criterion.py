@@ -9,6 +9,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 from scipy.optimize import linear_sum_assignment
 
+from golden_targets import padded_targets
 from src.losses.criterion import FocusDETRCriterion, loss_keys, loss_weights
 from src.losses.matcher import scipy_order
 from src.modeling.denoising import DenoisingDraws, prepare_denoising
@@ -20,19 +21,6 @@ MATCH_NAMES = tuple(f"aux_{i}" for i in range(5)) + ("main", "enc")  # rows of t
 @pytest.fixture(scope="module")
 def golden(golden_dir):
     return dict(np.load(golden_dir / "model_train_r50.npz")), json.loads((golden_dir / "model_train_r50.json").read_text())
-
-
-def golden_targets(arrays, num_entries=4):
-    rng = np.random.default_rng(0)
-    boxes = rng.uniform(-3, 3, (2, num_entries, 4)).astype(np.float32)  # garbage in padded entries
-    labels = rng.integers(-50, 500, (2, num_entries)).astype(np.int32)
-    valid = np.zeros((2, num_entries), bool)
-    for b in range(2):
-        n = len(arrays[f"target_labels_{b}"])
-        boxes[b, :n] = arrays[f"target_boxes_{b}"]
-        labels[b, :n] = arrays[f"target_labels_{b}"]
-        valid[b, :n] = True
-    return boxes, labels, valid
 
 
 def golden_outputs(arrays):
@@ -54,7 +42,7 @@ def run_criterion(criterion, outputs, boxes, labels, valid, image_sizes, canvas,
 
 def test_golden_parity(mode, golden):
     arrays, meta = golden
-    boxes, labels, valid = golden_targets(arrays)
+    boxes, labels, valid = padded_targets(arrays)
     draws = DenoisingDraws(arrays["rand_label_p"], arrays["rand_new_label"], arrays["rand_box_sign01"],
                            arrays["rand_box_part"])
     dn = prepare_denoising(boxes, labels, valid, draws=draws)

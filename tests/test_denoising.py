@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from golden_targets import padded_targets
 from src.modeling.denoising import DenoisingDraws, draw_noise, prepare_denoising
 
 NUM_QUERIES = 900
@@ -10,20 +11,6 @@ NUM_QUERIES = 900
 @pytest.fixture(scope="module")
 def golden(golden_dir):
     return dict(np.load(golden_dir / "model_train_r50.npz"))
-
-
-def padded_targets(golden, num_entries=4, seed=0):
-    """The fixture's GT in the padded batch format, garbage in the padded entries."""
-    rng = np.random.default_rng(seed)
-    boxes = rng.uniform(-3, 3, (2, num_entries, 4)).astype(np.float32)
-    labels = rng.integers(-50, 500, (2, num_entries)).astype(np.int32)
-    valid = np.zeros((2, num_entries), bool)
-    for b in range(2):
-        n = len(golden[f"target_labels_{b}"])
-        boxes[b, :n] = golden[f"target_boxes_{b}"]
-        labels[b, :n] = golden[f"target_labels_{b}"]
-        valid[b, :n] = True
-    return boxes, labels, valid
 
 
 def golden_draws(golden):

@@ -91,8 +91,7 @@ class Trainer:
                                        num_boxes_all_reduce=world_size > 1)
         params, lr_mults, decays = parameter_groups(model, tc.weight_decay, tc.backbone_lr_mult)
         self.optimizer = AdamW(params, lr_mults, decays, tuple(tc.betas), tc.eps)
-        scale = LossScale(tc.loss_scale if tc.amp_level != "O0" else 1.0, dynamic=tc.amp_level != "O0",
-                          window=tc.loss_scale_window)
+        scale = LossScale()  # float32: scale 1; the dynamic mode waits for float16 training
         ema = EMA(params, tc.ema_decay) if tc.ema_decay > 0 else None
         self.step = TrainStep(model, criterion, self.optimizer, scale, tc.clip_max_norm, world_size, ema)
         self.loss_keys = loss_keys(cfg.model.num_decoder_layers)
