@@ -8,7 +8,9 @@ post-processing in one graph; it is the Cell that export.py writes to MINDIR.
 """
 import cv2
 import numpy as np
+import mindspore as ms
 from mindspore import nn
+from mindspore.ops import functional as F
 
 from .checkpoint import load_port_checkpoint
 from .data.loader import choose_canvas
@@ -80,6 +82,8 @@ class InferenceNet(nn.Cell):
 
     def construct(self, images, image_sizes, orig_sizes):
         outputs, captured = self.model(images, image_sizes)
+        # a model set to float16 (training with amp_level O1/O2) post-processes in float32
+        outputs = F.mixed_precision_cast(ms.float32, outputs)
         detections = self.postprocess(outputs[0][-1], outputs[1][-1], image_sizes, orig_sizes)[:4]
         for i in self.focus_index:
             detections += (captured[i],)

@@ -17,6 +17,7 @@ from src.engine.gradients import clip_by_global_norm
 from src.engine.lr_schedule import StepSchedule
 from src.engine.optimizer import EMA, AdamW, parameter_groups
 from src.engine.train_step import LossScale
+from src.inference import InferenceNet
 from src.engine.trainer import Trainer, build_dataset
 from src.modeling.build import build_model
 
@@ -211,7 +212,52 @@ def test_train_cli_rejects_unknown_config_key():
     assert "unknown config key 'train.mx_iter'" in out.stderr
 
 
+def batch_tensors(trainer):
+    """The first training batch of ``trainer`` as step inputs (denoising drawn for iteration 0)."""
+    images, sizes, gt_boxes, gt_labels, gt_valid, _, _ = next(iter(trainer.batches()))[1]
+    dn_inputs, dn_targets = trainer.denoising(0, gt_boxes, gt_labels, gt_valid)
+    return (Tensor(images), Tensor(sizes), Tensor(gt_boxes), Tensor(gt_labels), Tensor(gt_valid),
+            dn_inputs, dn_targets)
+
+
 @pytest.mark.parametrize("level", ["O1", "O2"])
-def test_float16_levels_are_refused_clearly(tiny_data, tmp_path, level):
-    with pytest.raises(NotImplementedError, match=f"train.amp_level '{level}'"):
-        tiny_trainer(tiny_data, tmp_path, [f"train.amp_level={level}"])
+def test_float16_training(tiny_data, tmp_path, level):
+    """O1/O2 on the same weights and batch as float32: the losses agree to float16 accuracy; a loss
+    scale that overflows float16 skips steps and halves until it fits; one batch is overfitted;
+    parameters stay float32 and detections come out float32."""
+    reference = tiny_trainer(tiny_data, tmp_path / "fp32")
+    trainer = tiny_trainer(tiny_data, tmp_path, [f"train.amp_level={level}", "train.loss_scale=1048576.0"])
+    inputs = batch_tensors(trainer)
+    for t in (reference, trainer):
+        t.model.set_train(True)  # batch statistics (the quick-start backbone has trainable BN)
+    one = Tensor(1.0, ms.float32)
+    ref_total, ref_losses = reference.step.model_with_loss(*inputs, one)
+    total, losses = trainer.step.model_with_loss(*inputs, one)
+    np.testing.assert_allclose(float(total.asnumpy()), float(ref_total.asnumpy()), rtol=1e-3)
+    np.testing.assert_allclose(np.array([v.asnumpy() for v in losses]),
+                               np.array([v.asnumpy() for v in ref_losses]), rtol=3e-2, atol=3e-3)
+
+    totals, applied_steps = [], 0
+    for _ in range(70):
+        loss, _, _, applied = trainer.step(*inputs, Tensor(1e-3, ms.float32))
+        if bool(applied.asnumpy()):
+            applied_steps += 1
+            totals.append(float(loss.asnumpy()))
+    skipped = 70 - applied_steps
+    assert skipped >= 1  # 2**20 x the loss overflows float16 in the backward
+    assert float(trainer.step.loss_scale.scale.asnumpy()) == 1048576.0 / 2 ** skipped
+    assert np.isfinite(totals).all()
+    assert min(totals[-5:]) <= 0.5 * totals[0], totals[::10]
+    assert all(p.dtype == ms.float32 for p in trainer.model.get_parameters())
+    # the float16 wrappers keep every parameter name: checkpoints load into a float32 model
+    assert [p.name for p in trainer.model.get_parameters()] == [p.name for p in reference.model.get_parameters()]
+
+    net = InferenceNet(trainer.model, trainer.cfg.model.num_select)
+    scores, labels, boxes, keep = net(inputs[0], inputs[1], inputs[1])
+    assert scores.dtype == boxes.dtype == ms.float32
+    assert np.isfinite(boxes.asnumpy()).all()
+
+
+def test_unknown_amp_level_is_refused(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="train.amp_level 'O3'"):
+        tiny_trainer(tiny_data, tmp_path, ["train.amp_level=O3"])

@@ -8,6 +8,7 @@ optimizer state untouched; they are counted, and the dynamic loss scale is halve
 """
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.ops import functional as F
 
 from .gradients import clip_by_global_norm, global_norm, scale_all, zero_unless
 
@@ -22,6 +23,8 @@ class ModelWithLoss(nn.Cell):
 
     def construct(self, images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, scale):
         outputs, _ = self.model(images, image_sizes, dn_inputs)
+        # float16 training (src.engine.mixed_precision): match and compute every loss in float32
+        outputs = F.mixed_precision_cast(ms.float32, outputs)
         total, losses, _, _ = self.criterion(outputs, gt_boxes, gt_labels, gt_valid, image_sizes,
                                              (images.shape[2], images.shape[3]), dn_targets)
         return total * scale, losses
@@ -80,8 +83,9 @@ class TrainStep(nn.Cell):
         else:
             norm = global_norm(grads)
         grads = zero_unless(grads, finite)
+        total = scaled_total / scale  # before the loss-scale update below changes ``scale``
         self.optimizer(grads, lr, finite)
         if self.ema is not None:
             self.ema(finite)
         self.loss_scale(finite)
-        return scaled_total / scale, losses, norm, finite
+        return total, losses, norm, finite

@@ -21,6 +21,7 @@ from ..modeling.denoising import prepare_denoising
 from .evaluator import coco_evaluate, format_stats, predict
 from .logger import Progress
 from .lr_schedule import StepSchedule
+from .mixed_precision import apply_mixed_precision
 from .optimizer import EMA, AdamW, parameter_groups
 from .train_step import LossScale, TrainStep
 
@@ -82,16 +83,14 @@ class Trainer:
         if rank == 0:
             os.makedirs(tc.output_dir, exist_ok=True)
         self.schedule = StepSchedule(tc.lr, tc.lr_milestones, tc.lr_gammas, tc.warmup_iters, tc.warmup_factor)
-        if tc.amp_level != "O0":
-            # measured with MindSpore 2.10: O1's graph rewrite fails on this model's code and O2
-            # leaves the attention's raw Parameters in float32 against float16 activations
-            raise NotImplementedError(f"train.amp_level {tc.amp_level!r}: only O0 (float32, the official "
-                                      "setting) is supported; float16 training is not implemented yet")
+        apply_mixed_precision(model, tc.amp_level)
         criterion = FocusDETRCriterion(num_classes=cfg.model.num_classes, num_layers=cfg.model.num_decoder_layers,
                                        num_boxes_all_reduce=world_size > 1)
         params, lr_mults, decays = parameter_groups(model, tc.weight_decay, tc.backbone_lr_mult)
         self.optimizer = AdamW(params, lr_mults, decays, tuple(tc.betas), tc.eps)
-        scale = LossScale()  # float32: scale 1; the dynamic mode waits for float16 training
+        # float32 needs no loss scaling; float16 gradients underflow without it
+        scale = (LossScale() if tc.amp_level == "O0" else
+                 LossScale(tc.loss_scale, dynamic=True, window=tc.loss_scale_window))
         ema = EMA(params, tc.ema_decay) if tc.ema_decay > 0 else None
         self.step = TrainStep(model, criterion, self.optimizer, scale, tc.clip_max_norm, world_size, ema)
         self.loss_keys = loss_keys(cfg.model.num_decoder_layers)

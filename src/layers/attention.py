@@ -32,8 +32,9 @@ class MultiheadAttention(nn.Cell):
 
     def _project(self, x, part):
         e = self.embed_dim
-        w = self.in_proj_weight[part * e:(part + 1) * e]
-        b = self.in_proj_bias[part * e:(part + 1) * e]
+        # raw Parameters are not cast by Cell.to_float: follow the activations' dtype (float16 training)
+        w = ops.cast(self.in_proj_weight[part * e:(part + 1) * e], x.dtype)
+        b = ops.cast(self.in_proj_bias[part * e:(part + 1) * e], x.dtype)
         y = ops.matmul(x, w.T) + b
         bsz, n, _ = x.shape
         return y.reshape(bsz, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
@@ -42,12 +43,13 @@ class MultiheadAttention(nn.Cell):
         q = self._project(query, 0) * self.scale
         k = self._project(key, 1)
         v = self._project(value, 2)
-        logits = ops.matmul(q, k.transpose(0, 1, 3, 2))  # (B,H,Lq,Lk)
+        # masking and softmax in float32: MASK_VALUE overflows float16 to -inf (NaN on blocked rows)
+        logits = ops.cast(ops.matmul(q, k.transpose(0, 1, 3, 2)), ms.float32)  # (B,H,Lq,Lk)
         if attn_mask is not None:
             logits = ops.masked_fill(logits, attn_mask[None, None], MASK_VALUE)
         if key_padding_mask is not None:
             logits = ops.masked_fill(logits, key_padding_mask[:, None, None, :], MASK_VALUE)
-        weights = ops.softmax(logits, -1)
+        weights = ops.cast(ops.softmax(logits, -1), v.dtype)
         out = ops.matmul(weights, v).transpose(0, 2, 1, 3)
         bsz, n = out.shape[0], out.shape[1]
         return self.out_proj(out.reshape(bsz, n, self.embed_dim))

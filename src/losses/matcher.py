@@ -19,6 +19,9 @@ def assign_queries(cost, num_valid):
     GT of each image come first). Returns (N,M) int32: the query matched to each GT, -1 for
     padded GT (and for GT left over when M > Q)."""
     matched = np.full((cost.shape[0], cost.shape[2]), -1, np.int32)
+    # a non-finite forward (float16 overflow, divergence) makes scipy raise; any assignment will
+    # do, because the loss is non-finite too and the train step is skipped and counted
+    cost = np.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
     for i, n in enumerate(np.asarray(num_valid)):
         if n > 0:
             rows, cols = linear_sum_assignment(cost[i, :, :n])

@@ -29,7 +29,7 @@ class FocusEncoder(nn.Cell):
         self.capture = False
 
     def construct(self, src, pos, value_mask, reference_points, spatial_shapes, selection_scores,
-                  foreground_inds, layer_rows, layer_k, focus_token_nums, mcsp_weight, mcsp_bias):
+                  foreground_inds, layer_rows, layer_k, focus_token_nums, class_head):
         bsz, num_tokens, _ = src.shape
         levels = reference_points.shape[2]
         ref_flat = reference_points.reshape(bsz, num_tokens, levels * 2)
@@ -43,7 +43,7 @@ class FocusEncoder(nn.Cell):
             ref = self.row_gather(ref_flat, idx).reshape(bsz, rows, levels, 2)
             fg = ops.gather(selection_scores, idx, 1, 1)
             # multi-category score: raw max class logit of the shared two-stage head (class_embed[6])
-            class_max = ops.amax(ops.matmul(query, mcsp_weight.T) + mcsp_bias, -1)
+            class_max = ops.amax(class_head(query), -1)
             updated, mc_score, sel = layer(query, query_pos, fg, class_max, layer_k[lid], src,
                                            value_mask, ref, spatial_shapes)
             count = ops.minimum(focus_token_nums, layer_k[lid])

@@ -109,7 +109,7 @@ class FocusDETRTransformer(nn.Cell):
 
         head = self.decoder.class_embed[self.decoder.num_layers]
         memory, enc_captured = self.encoder(src, lvl_pos, mask_flatten, enc_ref, spatial_shapes, selection,
-                                       fg_inds, layer_rows, layer_k, focus_nums, head.weight, head.bias)
+                                       fg_inds, layer_rows, layer_k, focus_nums, head)
 
         # two-stage: top-k tokens by max class logit become the decoder's reference boxes
         output_memory = self.encode_tokens(memory, invalid)

@@ -1,18 +1,19 @@
-"""Sparse token gather/scatter as CPU AOT kernels (``token_ops_cpu.cpp``).
+"""Sparse token gather/scatter as AOT kernels (``token_ops_cpu.cpp``, ``token_ops_cuda.cu``).
 
 Drop-in replacements for ``src.layers.token_ops.RowGatherReference`` / ``RowScatterReference``
 (same construct signatures and semantics), each an ``ops.Custom`` forward with an AOT backward
 through ``bprop``. Built and cached together with the deformable attention kernel
-(``src.ops.msda_kernel.library_path``).
+(``src.ops.build.library_path``).
 """
+import mindspore as ms
 from mindspore import nn, ops
 
-from .msda_kernel import check_available, library_path
+from .build import check_available, current_device, library_path
 
 
-def token_ops(so=None):
-    """(row_gather, row_scatter) ``ops.Custom`` primitives with their AOT bprops."""
-    so = so or library_path()
+def token_ops(device="CPU"):
+    """(row_gather, row_scatter) ``ops.Custom`` primitives on ``device`` with their AOT bprops."""
+    so = library_path(device)
     gather_grad = ops.Custom(f"{so}:RowGatherGrad", out_shape=lambda x, i, d: x, out_dtype=lambda x, i, d: x,
                              func_type="aot")
     scatter_grad = ops.Custom(f"{so}:RowScatterGrad", out_shape=lambda x, i, r, c, d: (x, r),
@@ -34,25 +35,32 @@ def token_ops(so=None):
 
 
 class RowGatherKernel(nn.Cell):
-    """x (B,S,C) float32, idx (B,K) int32/int64 -> (B,K,C), out[b,k] = x[b, idx[b,k]]."""
+    """x (B,S,C), idx (B,K) int32/int64 -> (B,K,C), out[b,k] = x[b, idx[b,k]].
+
+    The kernel is float32; other dtypes (float16 training) are cast around it."""
 
     def __init__(self):
         super().__init__()
-        check_available()
-        self.op, _ = token_ops()
+        device = current_device()
+        check_available(device)
+        self.op, _ = token_ops(device)
 
     def construct(self, x, idx):
-        return self.op(x, idx)
+        return ops.cast(self.op(ops.cast(x, ms.float32), idx), x.dtype)
 
 
 class RowScatterKernel(nn.Cell):
-    """out = x; out[b, idx[b,k]] = rows[b,k] for k < count[b] (indices of one image distinct)."""
+    """out = x; out[b, idx[b,k]] = rows[b,k] for k < count[b] (indices of one image distinct).
+
+    The kernel is float32; other dtypes are cast around it (the result has x's dtype)."""
 
     def __init__(self):
         super().__init__()
-        check_available()
-        _, self.op = token_ops()
+        device = current_device()
+        check_available(device)
+        _, self.op = token_ops(device)
 
     def construct(self, x, idx, rows, count):
-        return self.op(x, idx, rows, count)
+        out = self.op(ops.cast(x, ms.float32), idx, ops.cast(rows, ms.float32), count)
+        return ops.cast(out, x.dtype)
 
