@@ -226,7 +226,7 @@ def main():
         print("RESULT " + json.dumps(run_one(*args.child, args.mode, args.repeat, args.scale)), flush=True)
         return
 
-    from src.ops.msda_kernel import library_path
+    from src.ops.build import library_path
     library_path()  # build outside the timed subprocesses
     mc, tc = msda_setup(args.scale), token_setup(args.scale)
     print(f"mode={args.mode} repeat={args.repeat} scale={args.scale} threads=OMP_NUM_THREADS="

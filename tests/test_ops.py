@@ -7,6 +7,7 @@ token gather/scatter kernels are compared with ``RowGatherReference``/``RowScatt
 The build/fallback machinery is checked with a simulated missing compiler.
 """
 import logging
+import subprocess
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import src.layers.ms_deform_attn as msda_module
 import src.ops as kops
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
 from src.layers.token_ops import RowGatherReference, RowScatterReference
-from src.ops import msda_kernel
+from src.ops import build, msda_kernel
 from src.tools.parity import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT, compare_msda
 
 RNG = np.random.default_rng(7)
@@ -191,22 +192,22 @@ def test_row_scatter_kernel(mode, index_dtype, k, count):
 @pytest.fixture
 def fresh_build_state(monkeypatch):
     """Forget built libraries and issued warnings for the duration of a test."""
-    monkeypatch.setattr(msda_kernel, "_built", {})
+    monkeypatch.setattr(build, "_built", {})
     monkeypatch.setattr(kops, "_warned", set())
 
 
 def test_library_is_cached_by_source_hash(fresh_build_state, monkeypatch, tmp_path):
     monkeypatch.setenv("FOCUS_DETR_KERNEL_CACHE", str(tmp_path))
-    path = msda_kernel.library_path()
+    path = build.library_path()
     assert path.startswith(str(tmp_path)) and path.endswith(".so")
     mtime = (tmp_path / path.split("/")[-1]).stat().st_mtime_ns
-    monkeypatch.setattr(msda_kernel, "_built", {})
-    assert msda_kernel.library_path() == path  # second process-level build reuses the file
+    monkeypatch.setattr(build, "_built", {})
+    assert build.library_path() == path  # second process-level build reuses the file
     assert (tmp_path / path.split("/")[-1]).stat().st_mtime_ns == mtime
 
 
 def test_fallback_warns_exactly_once_without_compiler(fresh_build_state, monkeypatch, caplog):
-    monkeypatch.setattr(msda_kernel, "CXX", "/nonexistent/bin/g++")
+    monkeypatch.setattr(build, "CXX", "/nonexistent/bin/g++")
     with pytest.raises(kops.KernelUnavailable, match="not found"):
         kops.msda_core_or_none(required=True)  # impl 'kernel': an error, never a silent fallback
     caplog.clear()
@@ -224,8 +225,8 @@ def test_fallback_warns_exactly_once_without_compiler(fresh_build_state, monkeyp
 def test_build_msda_core_auto_falls_back_once(fresh_build_state, monkeypatch, caplog):
     """Through the dispatch point: 'auto' falls back to the gather core with one warning."""
     assert isinstance(msda_module.build_msda_core("kernel"), msda_kernel.MSDeformAttnCoreKernel)
-    monkeypatch.setattr(msda_kernel, "_built", {})
-    monkeypatch.setattr(msda_kernel, "CXX", "/nonexistent/bin/g++")
+    monkeypatch.setattr(build, "_built", {})
+    monkeypatch.setattr(build, "CXX", "/nonexistent/bin/g++")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
         cores = [msda_module.build_msda_core("auto") for _ in range(3)]
@@ -236,9 +237,29 @@ def test_build_msda_core_auto_falls_back_once(fresh_build_state, monkeypatch, ca
 
 
 def test_unsupported_device_is_unavailable():
-    assert not kops.is_available("GPU") and not kops.is_available("Ascend")
-    with pytest.raises(kops.KernelUnavailable, match="device 'GPU'"):
-        kops.check_available("GPU")
+    assert not kops.is_available("Ascend")
+    with pytest.raises(kops.KernelUnavailable, match="device 'Ascend'"):
+        kops.check_available("Ascend")
+
+
+def test_missing_nvcc_makes_gpu_kernels_unavailable(fresh_build_state, monkeypatch):
+    monkeypatch.setattr(build, "find_nvcc", lambda: None)
+    with pytest.raises(kops.KernelUnavailable, match="nvcc not found"):
+        build.library_path("GPU")
+
+
+def test_cuda_sources_compile(fresh_build_state, monkeypatch, tmp_path):
+    """Compile check of the CUDA kernels with the machine's nvcc (sm_80 and sm_90) and the
+    entry points MindSpore's AOT loader looks up. They run only on a GPU (tests/test_ops_gpu.py)."""
+    if build.find_nvcc() is None:
+        pytest.skip("nvcc is not installed: the CUDA compile check needs it")
+    monkeypatch.setenv("FOCUS_DETR_KERNEL_CACHE", str(tmp_path))
+    path = build.library_path("GPU")
+    assert path.startswith(str(tmp_path)) and "_gpu_" in path
+    symbols = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True, text=True, check=True).stdout
+    for name in ("MSDAForward", "MSDABackward", "MSDAForwardInferShape", "MSDAForwardInferType", "RowGather",
+                 "RowGatherGrad", "RowScatter", "RowScatterGrad", "RowGatherInferShape", "RowScatterInferShape"):
+        assert f" T {name}\n" in symbols, name
 
 
 def test_kernels_export_to_mindir_and_reload(kernel_core, tmp_path):

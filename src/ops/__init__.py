@@ -1,17 +1,20 @@
 """Custom operators (``ops.Custom`` AOT C++ kernels) and their dispatch helpers.
 
-* ``MSDeformAttnCoreKernel``: fused multi-scale deformable attention sampling core (CPU).
-* ``RowGatherKernel`` / ``RowScatterKernel``: sparse token gather/scatter (CPU).
+* ``MSDeformAttnCoreKernel``: fused multi-scale deformable attention sampling core.
+* ``RowGatherKernel`` / ``RowScatterKernel``: sparse token gather/scatter.
 
-The kernels compile on first use (see ``src.ops.msda_kernel``). The ``*_or_none`` helpers are
+Each exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use (``src.ops.build``).
+On Ascend the sampling core is MindSpore's built-in fused operator (``MSDeformAttnCoreAscend``)
+and the token gather/scatter use the pure-MindSpore reference. The ``*_or_none`` helpers are
 what the dispatch points call: with ``required=True`` (impl 'kernel') an unavailable kernel is an
 error; with ``required=False`` (impl 'auto') it returns None after logging ONE warning per
 process and operator, and the caller uses its pure-MindSpore implementation.
 """
 import logging
 
-from .msda_kernel import (KernelUnavailable, MSDeformAttnCoreKernel, check_available, is_available,  # noqa: F401
-                          library_path)
+from .build import KernelUnavailable, check_available, current_device, is_available, library_path  # noqa: F401
+from .msda_ascend import MSDeformAttnCoreAscend  # noqa: F401
+from .msda_kernel import MSDeformAttnCoreKernel  # noqa: F401
 from .token_kernel import RowGatherKernel, RowScatterKernel  # noqa: F401
 
 log = logging.getLogger("focus_detr.ops")
@@ -26,9 +29,10 @@ def _warn_once(op, fallback, error):
 
 
 def msda_core_or_none(required=False, fallback="reference"):
-    """``MSDeformAttnCoreKernel()``, or None (one warning) when it cannot run here and not required."""
+    """The fused core of the current device (``MSDeformAttnCoreAscend`` on Ascend, else
+    ``MSDeformAttnCoreKernel``), or None (one warning) when it cannot run here and not required."""
     try:
-        return MSDeformAttnCoreKernel()
+        return MSDeformAttnCoreAscend() if current_device() == "Ascend" else MSDeformAttnCoreKernel()
     except KernelUnavailable as e:
         if required:
             raise

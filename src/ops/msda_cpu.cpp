@@ -9,9 +9,8 @@
 //   sampling_locations (B, Q, M, L, P, 2) float32, (x, y) in [0, 1]; pixel i has centre (i+0.5)/w
 //   attention_weights  (B, Q, M, L, P)    float32
 //   output             (B, Q, M*D)        float32, head-major channels
-// A sample at pixel coordinates x = loc_x * w - 0.5, y = loc_y * h - 0.5 is the bilinear mix of
-// the four neighbouring pixels; neighbours outside the map contribute zero (their gradient
-// wrt the location still follows from the bilinear weights, as in grid_sample).
+// The sampling math (coordinate convention, corners, gradients) is msda_sampling.h, shared with
+// the CUDA kernel msda_cuda.cu.
 //
 // Entry points (AOT ABI: params = inputs then outputs, return 0 on success):
 //   MSDAForward  (value, shapes, locations, weights) -> output
@@ -28,14 +27,16 @@
 #include <omp.h>
 #endif
 
+#include "msda_sampling.h"
+
 class AotExtra;           // attributes are not read; forward declaration is enough
 enum TypeId : int {};
 
 namespace {
 
-struct Level {
-  int64_t h, w, start;
-};
+using msda::Corners;
+using msda::Level;
+using msda::corners;
 
 bool is_type(const char *dtype, const char *name) { return std::strcmp(dtype, name) == 0; }
 
@@ -88,41 +89,6 @@ bool check_inputs(int *ndims, int64_t **shapes, const char **dtypes, void **para
   if (!read_levels(params[1], dtypes[1], ndims[1], shapes[1], d->L, levels)) return false;
   const Level &last = levels->back();
   if (last.start + last.h * last.w != d->S) return false;
-  return true;
-}
-
-// Bilinear corner set of one sample. Returns false when no corner can matter (neither for the
-// value nor for the location gradient), i.e. outside x in [-1, w) or y in [-1, h), or NaN.
-struct Corners {
-  int64_t idx[4];     // token offsets relative to the level start (valid only where in[c])
-  bool in[4];
-  float wgt[4];       // bilinear weights (1-fx)(1-fy), fx(1-fy), (1-fx)fy, fx*fy
-  float fx, fy;
-};
-
-inline bool corners(float lx, float ly, const Level &lv, Corners *c) {
-  const float x = lx * static_cast<float>(lv.w) - 0.5f;
-  const float y = ly * static_cast<float>(lv.h) - 0.5f;
-  if (!(x >= -1.0f && x < static_cast<float>(lv.w) && y >= -1.0f && y < static_cast<float>(lv.h))) return false;
-  const float x0f = std::floor(x), y0f = std::floor(y);
-  const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
-  c->fx = x - x0f;
-  c->fy = y - y0f;
-  const bool xin0 = x0 >= 0, xin1 = x0 + 1 <= lv.w - 1;
-  const bool yin0 = y0 >= 0, yin1 = y0 + 1 <= lv.h - 1;
-  c->in[0] = xin0 && yin0;
-  c->in[1] = xin1 && yin0;
-  c->in[2] = xin0 && yin1;
-  c->in[3] = xin1 && yin1;
-  c->idx[0] = y0 * lv.w + x0;
-  c->idx[1] = c->idx[0] + 1;
-  c->idx[2] = c->idx[0] + lv.w;
-  c->idx[3] = c->idx[2] + 1;
-  const float gx = 1.0f - c->fx, gy = 1.0f - c->fy;
-  c->wgt[0] = gx * gy;
-  c->wgt[1] = c->fx * gy;
-  c->wgt[2] = gx * c->fy;
-  c->wgt[3] = c->fx * c->fy;
   return true;
 }
 
@@ -209,13 +175,7 @@ void backward_impl(const Dims &d, const std::vector<Level> &levels, const float 
             for (int64_t k = 0; k < D; ++k) gv[k] += w * g[k];
             dot[ci] = acc;
           }
-          const float gx = 1.0f - c.fx, gy = 1.0f - c.fy;
-          gap[lpi] = c.wgt[0] * dot[0] + c.wgt[1] * dot[1] + c.wgt[2] * dot[2] + c.wgt[3] * dot[3];
-          // d/dx of the bilinear weights: -(1-fy), (1-fy), -fy, fy; d/dy: -(1-fx), -fx, (1-fx), fx
-          const float dx = gy * (dot[1] - dot[0]) + c.fy * (dot[3] - dot[2]);
-          const float dy = gx * (dot[2] - dot[0]) + c.fx * (dot[3] - dot[1]);
-          glp[2 * lpi] = a * dx * static_cast<float>(lv.w);
-          glp[2 * lpi + 1] = a * dy * static_cast<float>(lv.h);
+          msda::sample_grads(c, lv, a, dot, &gap[lpi], &glp[2 * lpi], &glp[2 * lpi + 1]);
         }
       }
     }
