@@ -2,6 +2,9 @@
 
     python eval.py --config config/focus_detr_r50_4scale_36ep.yaml --ckpt model.ckpt \
         data.val_json=.../instances_val2017.json data.val_images=.../val2017
+
+Under msrun (``bash scripts/run_eval.sh ... `` with ``DEVICE_NUM`` > 1) every rank evaluates its
+shard of the images and rank 0 gathers the detections and prints/writes the results.
 """
 import os
 import sys
@@ -9,6 +12,7 @@ import sys
 import src  # noqa: F401  (CPU start-up fix before MindSpore)
 from src.checkpoint import load_port_checkpoint
 from src.cli import base_parser, load
+from src.engine.distributed import init_distributed, launched_by_msrun
 from src.engine.logger import setup_logger
 from src.engine.trainer import build_dataset, evaluate
 from src.modeling.build import build_model
@@ -22,17 +26,21 @@ def main(argv=None):
     if not os.path.isfile(args.ckpt):
         parser.error(f"--ckpt: no such file {args.ckpt}")
     cfg = load(args)
+    rank, world_size = init_distributed()
     out = cfg.train.output_dir
-    logger = setup_logger(out, name="focus_detr_eval")
+    logger = setup_logger(out, rank=rank, name="focus_detr_eval")
     model = build_model(cfg.model, cfg.kernels)
     load_port_checkpoint(model, args.ckpt, use_ema=args.ema)
     dataset = build_dataset(cfg.data, "val")
-    stats = evaluate(cfg, model, dataset, logger, out)
-    print("eval: " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
+    stats = evaluate(cfg, model, dataset, logger, out, rank, world_size)
+    if rank == 0:
+        print("eval: " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
     return 0
 
 
 if __name__ == "__main__":
     code = main()
     sys.stdout.flush()
-    os._exit(code)
+    if launched_by_msrun():
+        sys.exit(code)  # under msrun the scheduler waits for every worker to leave normally
+    os._exit(code)  # skips interpreter teardown, which can stall on the data pipeline's threads

@@ -1,21 +1,32 @@
-"""Benchmark the custom CPU kernels against the pure-MindSpore implementations, side by side.
+"""Benchmark the custom CPU kernels against the pure-MindSpore implementations, and our
+deformable-attention block against the same block in PyTorch, side by side in one run.
 
     python scripts/bench_ops.py [--mode graph|pynative] [--repeat 3] [--scale 1.0] [--skip gather] [--force]
 
-Deformable sampling core at the R50 800x1333 encoder shapes (levels 100x167, 50x84, 25x42, 13x21
-= 22223 tokens at strides 8..64; B=2, Q = half the tokens (keep ratio 0.5), M=8, D=32, L=4, P=4)
-for 'reference' (grid_sample), 'gather' (four-corner gather) and 'kernel' (fused AOT); and the
-token row gather and row scatter (B=2, 22223 x 256 tokens, K = 3000) for 'reference' and 'kernel'.
+* ``msda`` (encoder): the sampling core at the R50 800x1333 encoder shapes (levels 100x167,
+  50x84, 25x42, 13x21 = 22223 tokens at strides 8..64; B=2, Q = half the tokens (keep ratio
+  0.5), M=8, D=32, L=4, P=4) for 'reference' (grid_sample), 'gather' (four-corner gather) and
+  'kernel' (fused AOT). ``msda_dec`` (decoder): the same value maps with Q = 900 + 200 queries
+  (two-stage queries + denoising queries).
+* ``row_gather`` / ``row_scatter``: token rows (B=2, 22223 x 256, K = 3000) for 'reference'
+  (``ops.gather(batch_dims=1)`` / ``tensor_scatter_update``, what the model uses), 'elements'
+  (``gather_elements`` / ``tensor_scatter_elements`` on a broadcast index, the naive formulation)
+  and 'kernel'.
+* ``block``: a whole deformable-attention block, projections included (B=2, levels 68x113,
+  34x57, 17x29, 9x15 = 10250 tokens, every token a query), MindSpore with the kernel ('kernel')
+  against PyTorch's CPU implementation written with ``F.grid_sample`` ('torch', when torch is
+  installed: ``pip install torch==2.13.0``; both use every core of the machine).
+
 Each implementation runs in its own subprocess (clean peak RSS; a crash in one does not stop
 the others); one whose estimated peak memory exceeds 80% of MemAvailable is skipped (say so)
-unless --force, because the OOM killer may pick another process. Forward and forward+backward (gradients for every float input) are timed after one
-warm-up (which includes graph compilation), median of --repeat runs, each synced with asnumpy;
-forward+backward is ``ms.value_and_grad`` (loss and the gradient of every float input). ``--scale`` shrinks the
-token and query counts (map sides by sqrt(scale)) for a quick run.
+unless --force, because the OOM killer may pick another process. Forward and forward+backward
+(gradients for every float input, and for the block's parameters) are timed after one warm-up
+(which includes graph compilation), median of --repeat runs, each synced. ``--scale`` shrinks
+the token and query counts (map sides by sqrt(scale)) for a quick run.
 The last line is machine-readable:
-    bench_ops: msda_speedup=<x> msda_speedup_vs_gather=<x> gather_speedup=<x> scatter_speedup=<x> vs_torch=na
-(x = reference (or gather) forward+backward median wall time over the kernel's; na = not measured;
-the PyTorch comparison of the issue is not implemented here, torch is not installed)
+    bench_ops: msda_speedup=<x> msda_speedup_vs_gather=<x> gather_speedup=<x> scatter_speedup=<x> vs_torch=<r>
+(x = reference (or gather) forward+backward median wall time over the kernel's; r = our block's
+forward+backward time over PyTorch's; na = not measured)
 """
 import argparse
 import json
@@ -31,19 +42,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 MSDA_IMPLS = ("reference", "gather", "kernel")
-TOKEN_IMPLS = ("reference", "kernel")  # row_gather and row_scatter each
+TOKEN_IMPLS = ("reference", "elements", "kernel")  # row_gather and row_scatter each
+BLOCK_IMPLS = ("torch", "kernel")
 BASE_LEVELS = ((100, 167), (50, 84), (25, 42), (13, 21))
+BLOCK_LEVELS = ((68, 113), (34, 57), (17, 29), (9, 15))
+DECODER_QUERIES = 900 + 200
 
 
-def msda_setup(scale):
+def scaled(levels, scale):
     f = math.sqrt(scale)
-    shapes = tuple((max(1, round(h * f)), max(1, round(w * f))) for h, w in BASE_LEVELS)
+    return tuple((max(1, round(h * f)), max(1, round(w * f))) for h, w in levels)
+
+
+def msda_setup(scale, op="msda"):
+    shapes = scaled(BLOCK_LEVELS if op == "block" else BASE_LEVELS, scale)
     tokens = sum(h * w for h, w in shapes)
-    return dict(shapes=shapes, B=2, S=tokens, Q=tokens // 2, M=8, D=32, L=4, P=4)
+    queries = {"msda": tokens // 2, "msda_dec": max(1, round(DECODER_QUERIES * scale)), "block": tokens}[op]
+    return dict(shapes=shapes, B=2, S=tokens, Q=queries, M=8, D=32, L=4, P=4)
 
 
 def token_setup(scale):
-    tokens = sum(h * w for h, w in msda_setup(scale)["shapes"])
+    tokens = sum(h * w for h, w in msda_setup(scale)["shapes"])  # noqa: the encoder's token count
     return dict(B=2, S=tokens, C=256, K=max(1, round(3000 * scale)))
 
 
@@ -83,16 +102,20 @@ def timed(fn, repeat):
 def run_one(op, impl, mode, repeat, scale):
     """One implementation in this process; returns a dict of timings."""
     import numpy as np
+    if op == "block" and impl == "torch":
+        return run_torch_block(repeat, scale)
     import src  # noqa: F401  (CPU start-up fix)
     import mindspore as ms
     from mindspore import Tensor, nn
 
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     rng = np.random.default_rng(0)
-    if op == "msda":
+    if op == "block":
+        fwd, fwd_bwd = mindspore_block(scale, rng)
+    elif op in ("msda", "msda_dec"):
         from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
         from src.ops.msda_kernel import MSDeformAttnCoreKernel
-        cfg = msda_setup(scale)
+        cfg = msda_setup(scale, op)
         shapes = cfg["shapes"]
         b, s, q, m, d, lv, p = (cfg[k] for k in "BSQMDLP")
         core = {"reference": MSDeformAttnCoreReference, "gather": MSDeformAttnCoreGather,
@@ -125,10 +148,24 @@ def run_one(op, impl, mode, repeat, scale):
     else:
         from src.layers.token_ops import RowGatherReference, RowScatterReference
         from src.ops.token_kernel import RowGatherKernel, RowScatterKernel
+        from mindspore import ops
+
+        class RowGatherElements(nn.Cell):  # the naive formulation: a (B,K,C) broadcast index
+            def construct(self, x, idx):
+                full = ops.broadcast_to(idx[..., None], (idx.shape[0], idx.shape[1], x.shape[2]))
+                return ops.gather_elements(x, 1, full)
+
+        class RowScatterElements(nn.Cell):
+            def construct(self, x, idx, rows, count):
+                keep = ops.arange(idx.shape[1], dtype=ms.int32)[None, :] < count[:, None]
+                full = ops.broadcast_to(idx[..., None], (idx.shape[0], idx.shape[1], x.shape[2]))
+                rows = ops.where(keep[..., None], rows, ops.gather_elements(x, 1, full))
+                return ops.tensor_scatter_elements(x, full, rows, 1)
         cfg = token_setup(scale)
         b, s, c, k = (cfg[n] for n in "BSCK")
-        gather, scatter = ((RowGatherReference(), RowScatterReference()) if impl == "reference"
-                           else (RowGatherKernel(), RowScatterKernel()))
+        gather, scatter = {"reference": lambda: (RowGatherReference(), RowScatterReference()),
+                           "elements": lambda: (RowGatherElements(), RowScatterElements()),
+                           "kernel": lambda: (RowGatherKernel(), RowScatterKernel())}[impl]()
         x = Tensor(rng.standard_normal((b, s, c), np.float32))
         idx = Tensor(np.stack([rng.permutation(s)[:k] for _ in range(b)]).astype(np.int32))
         rows = Tensor(rng.standard_normal((b, k, c), np.float32))
@@ -167,11 +204,111 @@ def run_one(op, impl, mode, repeat, scale):
         backward = ms.value_and_grad(Loss(), grad_position=positions)
         fwd = lambda: forward(x, idx, rows, count)  # noqa: E731
         fwd_bwd = lambda: backward(x, idx, rows, count)  # noqa: E731
+    return measure(op, impl, fwd, fwd_bwd, repeat)
+
+
+def measure(op, impl, fwd, fwd_bwd, repeat):
     first_f, fwd_t, fwd_cpu = timed(fwd, repeat)
     first_b, fwd_bwd_t, fwd_bwd_cpu = timed(fwd_bwd, repeat)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return dict(op=op, impl=impl, fwd=fwd_t, fwd_bwd=fwd_bwd_t, first_fwd=first_f, first_fwd_bwd=first_b,
                 fwd_cpu=fwd_cpu, fwd_bwd_cpu=fwd_bwd_cpu, peak_rss_mb=peak)
+
+
+def block_inputs(rng, cfg):
+    """query (= value, encoder self-attention), positional embedding, padding mask, reference points."""
+    import numpy as np
+    b, s = cfg["B"], cfg["S"]
+    query = rng.standard_normal((b, s, cfg["M"] * cfg["D"]), np.float32)
+    pos = rng.standard_normal((b, s, cfg["M"] * cfg["D"]), np.float32)
+    ref = rng.uniform(0.02, 0.98, (b, s, cfg["L"], 2)).astype(np.float32)
+    return query, pos, ref
+
+
+def mindspore_block(scale, rng):
+    """(forward, forward+backward) closures of our MultiScaleDeformableAttention with the kernel."""
+    import numpy as np
+    import mindspore as ms
+    from mindspore import Tensor, nn
+    from src.layers.ms_deform_attn import MultiScaleDeformableAttention
+    cfg = msda_setup(scale, "block")
+    shapes = cfg["shapes"]
+    block = MultiScaleDeformableAttention(cfg["M"] * cfg["D"], cfg["M"], cfg["L"], cfg["P"], impl="kernel")
+    query, pos, ref = (Tensor(a) for a in block_inputs(rng, cfg))
+    mask = Tensor(np.zeros((cfg["B"], cfg["S"]), np.bool_))
+
+    class Forward(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.block = block
+
+        def construct(self, q, p, r):
+            return self.block(q, p, q, mask, r, shapes)
+
+    class Loss(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.forward = Forward()
+
+        def construct(self, q, p, r):
+            return self.forward(q, p, r).sum()
+
+    forward, loss = Forward(), Loss()
+    backward = ms.value_and_grad(loss, grad_position=(0, 1, 2), weights=loss.trainable_params())
+    return (lambda: forward(query, pos, ref)), (lambda: backward(query, pos, ref))
+
+
+def run_torch_block(repeat, scale):
+    """The same block in PyTorch (CPU, every core): projections, softmax, F.grid_sample sampling
+    per level (zeros padding, align_corners=False), output projection and residual."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch import nn as tnn
+    cfg = msda_setup(scale, "block")
+    shapes, b, s, m, d, lv, p = cfg["shapes"], cfg["B"], cfg["S"], cfg["M"], cfg["D"], cfg["L"], cfg["P"]
+    e = m * d
+    torch.manual_seed(0)
+    value_proj, output_proj = tnn.Linear(e, e), tnn.Linear(e, e)
+    offsets_proj, weights_proj = tnn.Linear(e, m * lv * p * 2), tnn.Linear(e, m * lv * p)
+    normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=torch.float32)
+    query, pos, ref = (torch.from_numpy(a) for a in block_inputs(np.random.default_rng(0), cfg))
+
+    def forward(q_in, pos_in, ref_in):
+        q = q_in + pos_in
+        v = value_proj(q_in).view(b, s, m, d)
+        offsets = offsets_proj(q).view(b, s, m, lv, p, 2)
+        weights = weights_proj(q).view(b, s, m, lv * p).softmax(-1).view(b, s, m, lv, p)
+        grids = 2 * (ref_in[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]) - 1
+        sampled, start = [], 0
+        for level, (h, w) in enumerate(shapes):
+            v_l = v[:, start:start + h * w].permute(0, 2, 3, 1).reshape(b * m, d, h, w)
+            g_l = grids[:, :, :, level].permute(0, 2, 1, 3, 4).reshape(b * m, s, p, 2)
+            sampled.append(F.grid_sample(v_l, g_l, mode="bilinear", padding_mode="zeros", align_corners=False))
+            start += h * w
+        stacked = torch.stack(sampled, -2).flatten(-2)  # (B*M, D, Q, L*P)
+        attn = weights.permute(0, 2, 1, 3, 4).reshape(b * m, 1, s, lv * p)
+        out = (stacked * attn).sum(-1).view(b, m * d, s).transpose(1, 2)
+        return q_in + output_proj(out)
+
+    inputs = [t.clone().requires_grad_(True) for t in (query, pos, ref)]
+
+    def fwd():
+        with torch.no_grad():
+            return forward(*inputs)
+
+    def fwd_bwd():
+        for t in inputs:
+            t.grad = None
+        out = forward(*inputs).sum()
+        out.backward()
+        return out
+
+    class Synced:  # torch runs eagerly: the result is ready when the call returns
+        def asnumpy(self):
+            return None
+
+    return measure("block", "torch", lambda: (fwd(), Synced())[1], lambda: (fwd_bwd(), Synced())[1], repeat)
 
 
 # rough peak-memory model of the msda implementations, in units of B*M*Q*L*P*D float32
@@ -188,8 +325,8 @@ def mem_available():
 
 
 def run_subprocess(op, impl, args):
-    if op == "msda":
-        c = msda_setup(args.scale)
+    if op in ("msda", "msda_dec"):
+        c = msda_setup(args.scale, op)
         need = MSDA_MEMORY_UNITS[impl] * c["B"] * c["M"] * c["Q"] * c["L"] * c["P"] * c["D"] * 4 + 5e8
         have = mem_available()
         if have is not None and need > 0.8 * have and not args.force:
@@ -228,15 +365,20 @@ def main():
 
     from src.ops.build import library_path
     library_path()  # build outside the timed subprocesses
-    mc, tc = msda_setup(args.scale), token_setup(args.scale)
+    mc, tc, bc = msda_setup(args.scale), token_setup(args.scale), msda_setup(args.scale, "block")
     print(f"mode={args.mode} repeat={args.repeat} scale={args.scale} threads=OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'default')} cpus={os.cpu_count()}")
     print(f"msda: B={mc['B']} S={mc['S']} Q={mc['Q']} M={mc['M']} D={mc['D']} L={mc['L']} P={mc['P']} "
           f"levels={list(mc['shapes'])}")
     print(f"token ops: B={tc['B']} S={tc['S']} C={tc['C']} K={tc['K']} (row_gather: K rows out; row_scatter: K rows back, count=(K, K/2))")
-    results = [run_subprocess("msda", impl, args) for impl in MSDA_IMPLS if impl not in args.skip]
+    print(f"msda_dec: the same maps, Q={msda_setup(args.scale, 'msda_dec')['Q']} decoder queries")
+    print(f"block: B={bc['B']} S=Q={bc['S']} levels={list(bc['shapes'])} embed={bc['M'] * bc['D']}")
+    results = []
+    for op in ("msda", "msda_dec"):
+        results += [run_subprocess(op, impl, args) for impl in MSDA_IMPLS if impl not in args.skip]
     for op in ("row_gather", "row_scatter"):
         results += [run_subprocess(op, impl, args) for impl in TOKEN_IMPLS if impl not in args.skip]
+    results += [run_subprocess("block", impl, args) for impl in BLOCK_IMPLS if impl not in args.skip]
     by = {(r["op"], r["impl"]): r for r in results}
 
     def ratio(op, base, key):
@@ -260,7 +402,8 @@ def main():
     print(f"bench_ops: msda_speedup={show(ratio('msda', 'reference', 'fwd_bwd'))} "
           f"msda_speedup_vs_gather={show(ratio('msda', 'gather', 'fwd_bwd'))} "
           f"gather_speedup={show(ratio('row_gather', 'reference', 'fwd_bwd'))} "
-          f"scatter_speedup={show(ratio('row_scatter', 'reference', 'fwd_bwd'))} vs_torch=na")
+          f"scatter_speedup={show(ratio('row_scatter', 'reference', 'fwd_bwd'))} "
+          f"vs_torch={show(1 / ratio('block', 'torch', 'fwd_bwd') if ratio('block', 'torch', 'fwd_bwd') else None)}")
 
 
 if __name__ == "__main__":

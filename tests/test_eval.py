@@ -1,18 +1,23 @@
 """eval.py end to end on a synthetic COCO-format set: the AP table, the result files, and a
 clear refusal of a checkpoint that does not fit the config."""
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import mindspore as ms
+import numpy as np
 import pytest
+from PIL import Image
 
 from src.config import load_config
 from src.data.synthetic import generate_synthetic_coco
 from src.modeling.build import build_model
 
 REPO = Path(__file__).resolve().parents[1]
+BOX_TOL_END_TO_END = 1e-3  # normalized; see test_eval_on_converted_golden_weights_reproduces_the_fixture
 TINY = ["model.num_encoder_layers=1", "model.cascade=[1.0]", "model.num_decoder_layers=2", "model.embed_dim=32",
         "model.num_heads=2", "model.ffn_dim=64", "model.num_queries=20", "model.num_select=20", "model.topk_sa=30",
         "model.num_classes=3", "data.test_short_side=96", "data.test_max_size=128",
@@ -32,8 +37,8 @@ def setup(tmp_path_factory):
     return root, ckpt, data
 
 
-def run_eval(ckpt, overrides):
-    return subprocess.run([sys.executable, "eval.py", "--config", "config/quickstart.yaml", "--ckpt", str(ckpt)]
+def run_eval(ckpt, overrides, config="config/quickstart.yaml"):
+    return subprocess.run([sys.executable, "eval.py", "--config", config, "--ckpt", str(ckpt)]
                           + overrides, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
@@ -58,3 +63,98 @@ def test_eval_refuses_a_checkpoint_of_another_model(setup, tmp_path):
     out = run_eval(ckpt, TINY + data + ["model.embed_dim=64", f"train.output_dir={tmp_path}"])
     assert out.returncode != 0
     assert "checkpoint does not match the model" in out.stderr and "shape mismatches" in out.stderr
+
+
+def test_distributed_eval_gathers_the_same_detections_on_rank_0(setup, tmp_path):
+    """scripts/run_eval.sh with DEVICE_NUM=2 (msrun, two CPU workers, each with its shard of the 5
+    images): rank 0 writes exactly the single-process detections and AP (a rank that saw every
+    image would duplicate detections; a missing gather would lose some)."""
+    root, ckpt, _ = setup
+    # batch 1: an untrained model's near-tied token scores make results depend on batch company
+    tiny = TINY + ["train.eval_batch_size=1"]
+    single = run_eval(ckpt, ["--data", str(root)] + tiny + [f"train.output_dir={tmp_path / 'single'}"])
+    assert single.returncode == 0, single.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, DEVICE_NUM="2", DEVICE_TARGET="CPU", MASTER_PORT=str(port),
+               EVAL_LOG_DIR=str(tmp_path / "msrun_log"),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    dist = subprocess.run(["bash", "scripts/run_eval.sh", "config/quickstart.yaml", str(root), str(ckpt)]
+                          + tiny + [f"train.output_dir={tmp_path / 'dist'}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted((tmp_path / "msrun_log").glob("worker_*.log")))
+    assert dist.returncode == 0, dist.stdout[-2000:] + dist.stderr[-2000:] + logs
+
+    def detections(out):
+        rows = json.loads((tmp_path / out / "coco_instances_results.json").read_text())
+        return sorted((d["image_id"], d["category_id"], round(d["score"], 5), *(round(v, 3) for v in d["bbox"]))
+                      for d in rows)
+
+    assert detections("dist") == detections("single")
+    assert json.loads((tmp_path / "dist" / "eval_results.json").read_text()) == \
+        json.loads((tmp_path / "single" / "eval_results.json").read_text())
+
+
+def test_eval_on_converted_golden_weights_reproduces_the_fixture(golden_dir, tmp_path):
+    """The user's path end to end: the official state dict (golden weights) through the converter
+    CLI, the fixture's images as a COCO folder, eval.py; its detections json equals the official
+    post-processed detections of model_eval_r50 (labels exact, scores and boxes within the parity
+    tolerances). Each image runs alone at its own size on the fixture's 384x384 canvas (batch
+    independence in eval: the official model ignores padding there), and the fixture scaled boxes
+    to declared sizes, so ours are scaled by the same factors."""
+    from src.tools.parity import TOL_BOX, TOL_DECODER, _load_module
+
+    g = np.load(golden_dir / "model_eval_r50.npz")
+    meta = json.loads((golden_dir / "model_eval_r50.json").read_text())
+    entries = json.loads((golden_dir / "state_dict_r50_4scale.json").read_text())["entries"]
+    golden_weights = _load_module(str(golden_dir / "golden_weights.py"), "golden_weights").golden_weights
+    weights = golden_weights({e["name"]: tuple(e["shape"]) for e in entries if e["dtype"].startswith("float")},
+                             meta["weight_seed"], {e["name"]: e["alias_of"] for e in entries if "alias_of" in e})
+    np.savez(tmp_path / "official.npz", **weights)
+    config = "config/focus_detr_r50_4scale_36ep.yaml"  # the fixture's model: pos T=20, offset 0
+    conv = subprocess.run([sys.executable, "-m", "src.tools.convert_checkpoint", "--src", str(tmp_path / "official.npz"),
+                           "--config", config, "--dst", str(tmp_path / "converted.ckpt")],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert conv.returncode == 0, conv.stderr[-3000:]
+
+    for i, ((h, w), (orig_h, orig_w)) in enumerate(zip(g["image_sizes"], g["orig_sizes"])):
+        root = tmp_path / f"image{i}"
+        (root / "val").mkdir(parents=True)
+        Image.fromarray(g[f"image_{i}"].transpose(1, 2, 0).astype(np.uint8)).save(root / "val" / "0.png")
+        (root / "val.json").write_text(json.dumps({
+            "images": [{"id": 7, "file_name": "0.png", "height": int(h), "width": int(w)}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 10, 50, 40], "area": 2000,
+                             "iscrowd": 0}],
+            "categories": [{"id": c + 1, "name": f"class{c}"} for c in range(80)]}))
+        out = run_eval(tmp_path / "converted.ckpt", [
+            f"data.val_json={root / 'val.json'}", f"data.val_images={root / 'val'}",
+            f"data.test_short_side={min(h, w)}", "data.test_max_size=2000", "data.eval_canvases=[[384, 384]]",
+            "train.eval_batch_size=1", f"train.output_dir={root / 'out'}"], config)
+        assert out.returncode == 0, out.stderr[-3000:]
+        ours = json.loads((root / "out" / "coco_instances_results.json").read_text())
+        ref_scores, ref_labels, ref_boxes = g[f"det_scores_{i}"], g[f"det_labels_{i}"], g[f"det_boxes_{i}"]
+        assert len(ours) == len(ref_scores)
+        scale = np.array([orig_w / w, orig_h / h, orig_w / w, orig_h / h])
+        labels = np.array([d["category_id"] - 1 for d in ours])
+        scores = np.array([d["score"] for d in ours])
+        boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in (d["bbox"] for d in ours)]) * scale
+        errors = []
+        for score, label, box in zip(ref_scores, ref_labels, ref_boxes):
+            # the same detection: same label, score within tolerance, the closest box
+            candidates = np.nonzero((labels == label) & (np.abs(scores - score) <= TOL_DECODER))[0]
+            assert len(candidates), (i, score, label)
+            errors.append(np.abs(boxes[candidates] - box).max(1).min() / max(orig_h, orig_w))
+        # eval.py cannot teacher-force the two-stage proposals as the parity tool does: on image 0
+        # two adjacent pairs of the top-900 come out in swapped order (near-ties of the encoder
+        # class scores; measured with src.tools.parity's model), which changes those queries'
+        # content embeddings and, through self-attention, nudges the rest (measured: image 0 max
+        # 2.9e-2, median 1.1e-4, 299 of 300 within 1e-3; image 1, whose top-900 order is
+        # identical, max 3.3e-5, within the parity tool's box tolerance)
+        errors = np.array(errors)
+        print(f"image {i}: normalized box error max {errors.max():.2e}, median {np.median(errors):.2e}, "
+              f"share within {BOX_TOL_END_TO_END:g}: {np.mean(errors <= BOX_TOL_END_TO_END):.3f}")
+        if i == 0:
+            assert np.mean(errors <= BOX_TOL_END_TO_END) >= 0.99
+        else:
+            assert errors.max() <= TOL_BOX

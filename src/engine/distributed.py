@@ -17,3 +17,32 @@ def init_distributed():
     init()
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
     return get_rank(), get_group_size()
+
+
+def all_gather_rows(rows):
+    """The (n_r, C) float32 arrays of every rank concatenated in rank order, on every rank
+    (n_r may differ between ranks). Two graph-mode AllGathers: the counts, then the rows padded
+    to the largest count (MindSpore's CPU backend has collectives in graph mode only)."""
+    import numpy as np
+    import mindspore as ms
+    from mindspore import Tensor, nn, ops
+
+    class AllGather(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.gather = ops.AllGather()
+
+        def construct(self, x):
+            return self.gather(x)
+
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        rows = np.asarray(rows, np.float32).reshape(len(rows), -1)
+        counts = AllGather()(Tensor(np.array([len(rows)], np.int32))).asnumpy()
+        padded = np.zeros((max(int(counts.max()), 1), rows.shape[1]), np.float32)
+        padded[:len(rows)] = rows
+        gathered = AllGather()(Tensor(padded)).asnumpy().reshape(len(counts), len(padded), rows.shape[1])
+    finally:
+        ms.set_context(mode=previous)
+    return np.concatenate([gathered[r, :n] for r, n in enumerate(counts)])

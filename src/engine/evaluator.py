@@ -8,16 +8,19 @@ import os
 from mindspore import Tensor
 
 from ..modeling.postprocess import PostProcess
+from .logger import Progress
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def predict(model, loader, num_select, logger=None, log_period=50):
-    """Run ``model`` in eval mode over ``loader``; returns COCO result dicts with contiguous labels."""
+def predict(model, loader, num_select, logger=None, log_period=50, batch_size=1):
+    """Run ``model`` in eval mode over ``loader``; returns COCO result dicts with contiguous labels.
+    Logs progress (batches, images/s, ETA) every ``log_period`` batches and after the first."""
     model.set_train(False)
     postprocess = PostProcess(num_select)
     results = []
     total = loader.get_dataset_size()
+    progress = Progress(0, total, batch_size)
     for step, batch in enumerate(loader.create_tuple_iterator(num_epochs=1, output_numpy=True)):
         images, sizes, _, _, _, image_ids, orig_sizes = batch
         outputs, _ = model(Tensor(images), Tensor(sizes))
@@ -29,9 +32,25 @@ def predict(model, loader, num_select, logger=None, log_period=50):
             for s, label, box in zip(scores[b][keep[b]], labels[b][keep[b]], boxes[b][keep[b]]):
                 results.append({"image_id": int(image_id), "label": int(label), "score": float(s),
                                 "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]})
-        if logger and (step + 1) % log_period == 0:
-            logger.info(f"eval: {step + 1}/{total} batches")
+        if logger and ((step + 1) % log_period == 0 or step == 0 or step + 1 == total):
+            speed, eta = progress.report(step)
+            logger.info(f"eval: {step + 1}/{total} batches  {speed:.2f} img/s  eta: {eta}")
     return results
+
+
+RESULT_COLUMNS = 7  # image_id, label, score, x, y, w, h
+
+
+def results_to_rows(results):
+    """``predict`` results as a (N, 7) float32 array (image ids < 2**24 are exact)."""
+    import numpy as np
+    return np.array([[r["image_id"], r["label"], r["score"], *r["bbox"]] for r in results],
+                    np.float32).reshape(-1, RESULT_COLUMNS)
+
+
+def rows_to_results(rows):
+    return [{"image_id": int(row[0]), "label": int(row[1]), "score": float(row[2]),
+             "bbox": [float(v) for v in row[3:7]]} for row in rows]
 
 
 def coco_evaluate(dataset, results, output_dir=None):

@@ -18,7 +18,8 @@ from ..checkpoint import save_checkpoint_atomic
 from ..data import AugmentConfig, CocoDetection, build_loader, plan_epoch
 from ..losses.criterion import FocusDETRCriterion, loss_keys
 from ..modeling.denoising import prepare_denoising
-from .evaluator import coco_evaluate, format_stats, predict
+from .distributed import all_gather_rows
+from .evaluator import coco_evaluate, format_stats, predict, results_to_rows, rows_to_results
 from .logger import Progress
 from .lr_schedule import StepSchedule
 from .mixed_precision import apply_mixed_precision
@@ -57,8 +58,15 @@ def build_eval_loader(cfg, dataset, shard_id=0, num_shards=1):
                         multiprocessing=cfg.data.multiprocessing)
 
 
-def evaluate(cfg, model, dataset, logger, output_dir=None):
-    results = predict(model, build_eval_loader(cfg, dataset), cfg.model.num_select, logger)
+def evaluate(cfg, model, dataset, logger, output_dir=None, rank=0, world_size=1):
+    """COCO box AP of ``model`` on ``dataset``. With ``world_size`` > 1 every rank predicts its
+    shard, the detections are gathered, and rank 0 evaluates (the other ranks return None)."""
+    results = predict(model, build_eval_loader(cfg, dataset, rank, world_size), cfg.model.num_select, logger,
+                      batch_size=cfg.train.eval_batch_size)
+    if world_size > 1:
+        results = rows_to_results(all_gather_rows(results_to_rows(results)))
+        if rank != 0:
+            return None
     stats, summary = coco_evaluate(dataset, results, output_dir)
     logger.info("COCO bbox evaluation:\n" + summary + format_stats(stats))
     if output_dir:
