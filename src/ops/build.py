@@ -32,7 +32,8 @@ log = logging.getLogger("focus_detr.ops")
 SRC_DIR = Path(__file__).resolve().parent
 REPO = SRC_DIR.parents[1]
 LIB_STEM = "focus_detr_ops"
-SOURCES = {"CPU": ("msda_cpu.cpp", "token_ops_cpu.cpp"), "GPU": ("msda_cuda.cu", "token_ops_cuda.cu")}
+SOURCES = {"CPU": ("msda_cpu.cpp", "token_ops_cpu.cpp", "aot_infer.cpp"),
+           "GPU": ("msda_cuda.cu", "token_ops_cuda.cu", "aot_infer.cpp")}
 HEADERS = ("msda_sampling.h",)
 SUPPORTED_DEVICES = tuple(SOURCES)
 # the compilers; tests monkeypatch these attributes to simulate missing ones

@@ -16,8 +16,7 @@
 //   MSDAForward  (value, shapes, locations, weights) -> output
 //   MSDABackward (value, shapes, locations, weights, grad_output)
 //                -> grad_value, grad_locations, grad_weights
-//   MSDAForwardInferShape / MSDAForwardInferType: C++ infer (lets the op run with out_shape=None,
-//   which MINDIR reload with dynamic shapes needs).
+//   (MSDAForwardInferShape / MSDAForwardInferType live in aot_infer.cpp.)
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -29,8 +28,6 @@
 
 #include "msda_sampling.h"
 
-class AotExtra;           // attributes are not read; forward declaration is enough
-enum TypeId : int {};
 
 namespace {
 
@@ -230,17 +227,4 @@ extern "C" int MSDABackward(int nparam, void **params, int *ndims, int64_t **sha
     default: backward_impl<0>(d, levels, value, loc, attn, gout, gv, gl, ga); break;
   }
   return 0;
-}
-
-extern "C" std::vector<int64_t> MSDAForwardInferShape(int *ndims, int64_t **shapes, AotExtra *extra) {
-  (void)ndims;
-  (void)extra;
-  // value (B,S,M,D), locations (B,Q,M,L,P,2) -> (B,Q,M*D)
-  const int64_t heads = shapes[0][2], dim = shapes[0][3];
-  return {shapes[0][0], shapes[2][1], (heads < 0 || dim < 0) ? -1 : heads * dim};
-}
-
-extern "C" TypeId MSDAForwardInferType(std::vector<TypeId> type_ids, AotExtra *extra) {
-  (void)extra;
-  return type_ids[0];
 }

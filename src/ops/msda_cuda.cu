@@ -17,8 +17,6 @@
 
 #include "msda_sampling.h"
 
-class AotExtra;
-enum TypeId : int {};
 
 namespace {
 
@@ -181,16 +179,4 @@ extern "C" int MSDABackward(int nparam, void **params, int *ndims, int64_t **sha
     backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(d, value, static_cast<const int64_t *>(params[1]), loc, attn,
                                                        gout, gv, gl, ga);
   return cudaGetLastError() == cudaSuccess ? 0 : 4;
-}
-
-extern "C" std::vector<int64_t> MSDAForwardInferShape(int *ndims, int64_t **shapes, AotExtra *extra) {
-  (void)ndims;
-  (void)extra;
-  const int64_t heads = shapes[0][2], dim = shapes[0][3];
-  return {shapes[0][0], shapes[2][1], (heads < 0 || dim < 0) ? -1 : heads * dim};
-}
-
-extern "C" TypeId MSDAForwardInferType(std::vector<TypeId> type_ids, AotExtra *extra) {
-  (void)extra;
-  return type_ids[0];
 }

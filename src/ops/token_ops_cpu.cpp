@@ -15,8 +15,6 @@
 #include <cstring>
 #include <vector>
 
-class AotExtra;
-enum TypeId : int {};
 
 namespace {
 
@@ -186,26 +184,4 @@ extern "C" int RowScatterGrad(int nparam, void **params, int *ndims, int64_t **s
     }
   }
   return 0;
-}
-
-extern "C" std::vector<int64_t> RowGatherInferShape(int *ndims, int64_t **shapes, AotExtra *extra) {
-  (void)ndims;
-  (void)extra;
-  return {shapes[0][0], shapes[1][1], shapes[0][2]};
-}
-
-extern "C" TypeId RowGatherInferType(std::vector<TypeId> type_ids, AotExtra *extra) {
-  (void)extra;
-  return type_ids[0];
-}
-
-extern "C" std::vector<int64_t> RowScatterInferShape(int *ndims, int64_t **shapes, AotExtra *extra) {
-  (void)ndims;
-  (void)extra;
-  return {shapes[0][0], shapes[0][1], shapes[0][2]};
-}
-
-extern "C" TypeId RowScatterInferType(std::vector<TypeId> type_ids, AotExtra *extra) {
-  (void)extra;
-  return type_ids[0];
 }
