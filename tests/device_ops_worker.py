@@ -13,42 +13,22 @@ import sys
 
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn
+from mindspore import Tensor
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(TESTS), TESTS]  # the repository (src) and tests/ (test_ops' Cells)
 NO_DEVICE = 77
 SHAPES = ((16, 20), (8, 10), (4, 5), (1, 1))
 
 
-class WeightedCore(nn.Cell):
-    def __init__(self, core):
-        super().__init__()
-        self.core = core
-
-    def construct(self, v, loc, w, g):
-        return (self.core(v, SHAPES, loc, w) * g).sum()
-
-
-class Tokens(nn.Cell):
-    def __init__(self, gather, scatter):
-        super().__init__()
-        self.gather, self.scatter = gather, scatter
-
-    def construct(self, x, idx, rows, count):
-        return (self.gather(x, idx) ** 2).sum() + (self.scatter(x, idx, rows, count) ** 3).sum()
-
-
-def msda_results(core, inputs):
-    value, loc, weights, gout = (Tensor(a) for a in inputs)
-    out = core(value, SHAPES, loc, weights).asnumpy()
-    grads = ms.grad(WeightedCore(core), grad_position=(0, 1, 2))(value, loc, weights, gout)
-    return [out] + [g.asnumpy() for g in grads]
-
-
 def token_results(gather, scatter, inputs):
-    x, idx, rows, count = (Tensor(a) for a in inputs)
-    grads = ms.grad(Tokens(gather, scatter), grad_position=(0, 2))(x, idx, rows, count)
-    return [gather(x, idx).asnumpy(), scatter(x, idx, rows, count).asnumpy()] + [g.asnumpy() for g in grads]
+    """Gather and scatter outputs and the gradients of their weighted sums (tests/test_ops.py's Cells)."""
+    from test_ops import WeightedGather, WeightedScatter
+
+    x, idx, rows, count, w_gather, w_scatter = (Tensor(a) for a in inputs)
+    scatter_grads = ms.grad(WeightedScatter(scatter), grad_position=(0, 1))(x, rows, idx, count, w_scatter)
+    return [gather(x, idx).asnumpy(), scatter(x, idx, rows, count).asnumpy(),
+            ms.grad(WeightedGather(gather))(x, idx, w_gather).asnumpy()] + [g.asnumpy() for g in scatter_grads]
 
 
 def report(name, ours, ref, tol):
@@ -71,7 +51,7 @@ def main():
     from src.layers.token_ops import RowGatherReference, RowScatterReference
     from src.ops import MSDeformAttnCoreAscend, MSDeformAttnCoreKernel, RowGatherKernel, RowScatterKernel
     from src.ops.msda_ascend import LOCATION_ORDER
-    from src.tools.parity import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT
+    from src.tools.parity import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT, msda_core_outputs
 
     rng = np.random.default_rng(0)
     tokens = sum(h * w for h, w in SHAPES)
@@ -81,24 +61,26 @@ def main():
                rng.normal(size=(2, 50, 256)).astype(np.float32))
     token_in = (rng.normal(size=(2, 300, 16)).astype(np.float32),
                 np.stack([rng.permutation(300)[:40] for _ in range(2)]).astype(np.int32),
-                rng.normal(size=(2, 40, 16)).astype(np.float32), np.array([40, 17], np.int32))
+                rng.normal(size=(2, 40, 16)).astype(np.float32), np.array([40, 17], np.int32),
+                rng.normal(size=(2, 40, 16)).astype(np.float32), rng.normal(size=(2, 300, 16)).astype(np.float32))
     names = ("out", "grad value", "grad locations", "grad weights")
     tols = (TOL_MSDA_OUT, TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_GRAD)
     ok = True
     for mode in (ms.GRAPH_MODE, ms.PYNATIVE_MODE):
         ms.set_context(mode=mode)
-        ref = msda_results(MSDeformAttnCoreGather(), msda_in)
+        ref = msda_core_outputs(MSDeformAttnCoreGather(), SHAPES, *msda_in)
         if device == "GPU":
-            ours = msda_results(MSDeformAttnCoreKernel(), msda_in)
+            ours = msda_core_outputs(MSDeformAttnCoreKernel(), SHAPES, *msda_in)
             ok &= all([report(f"msda {n}", a, b, t) for n, a, b, t in zip(names, ours, ref, tols)])
             ours = token_results(RowGatherKernel(), RowScatterKernel(), token_in)
             ref_tokens = token_results(RowGatherReference(), RowScatterReference(), token_in)
             ok &= all([report(f"tokens {n}", a, b, t) for n, a, b, t in
-                       zip(("gather", "scatter", "grad x", "grad rows"), ours, ref_tokens, (0, 0, 1e-4, 1e-4))])
+                       zip(("gather", "scatter", "gather grad x", "scatter grad x", "scatter grad rows"), ours,
+                           ref_tokens, (0, 0, 1e-6, 1e-6, 1e-6))])
         else:
             matching = []
             for order in ("xy", "yx"):
-                ours = msda_results(MSDeformAttnCoreAscend(order), msda_in)
+                ours = msda_core_outputs(MSDeformAttnCoreAscend(order), SHAPES, *msda_in)
                 if all([report(f"msda[{order}] {n}", a, b, t) for n, a, b, t in zip(names, ours, ref, tols)]):
                     matching.append(order)
             print(f"location order matching the reference: {matching}; configured: {LOCATION_ORDER}")

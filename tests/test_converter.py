@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from src.checkpoint import CheckpointMismatch, official_to_port
+from src.tools.parity import golden_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,12 +47,8 @@ def test_mismatch_errors_name_every_key(changes, field, text):
 
 
 def write_golden_npz(golden_dir, tmp_path, depth=50):
-    sys.path.insert(0, str(golden_dir))
-    import golden_weights
-
-    entries = json.load(open(golden_dir / f"state_dict_r{depth}_4scale.json"))["entries"]
-    weights = golden_weights.golden_weights({e["name"]: tuple(e["shape"]) for e in entries}, 7,
-                                            {e["name"]: e["alias_of"] for e in entries if "alias_of" in e})
+    entries = json.load(open(golden_dir / f"state_dict_r{depth}_4scale.json"))["entries"]  # all float32
+    weights = golden_state_dict(str(golden_dir), entries, 7)
     path = tmp_path / f"official_r{depth}.npz"
     np.savez(path, **weights)
     return path, weights

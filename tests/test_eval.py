@@ -103,14 +103,12 @@ def test_eval_on_converted_golden_weights_reproduces_the_fixture(golden_dir, tmp
     tolerances). Each image runs alone at its own size on the fixture's 384x384 canvas (batch
     independence in eval: the official model ignores padding there), and the fixture scaled boxes
     to declared sizes, so ours are scaled by the same factors."""
-    from src.tools.parity import TOL_BOX, TOL_DECODER, _load_module
+    from src.tools.parity import TOL_BOX, TOL_DECODER, golden_state_dict
 
     g = np.load(golden_dir / "model_eval_r50.npz")
     meta = json.loads((golden_dir / "model_eval_r50.json").read_text())
     entries = json.loads((golden_dir / "state_dict_r50_4scale.json").read_text())["entries"]
-    golden_weights = _load_module(str(golden_dir / "golden_weights.py"), "golden_weights").golden_weights
-    weights = golden_weights({e["name"]: tuple(e["shape"]) for e in entries if e["dtype"].startswith("float")},
-                             meta["weight_seed"], {e["name"]: e["alias_of"] for e in entries if "alias_of" in e})
+    weights = golden_state_dict(str(golden_dir), entries, meta["weight_seed"])
     np.savez(tmp_path / "official.npz", **weights)
     config = "config/focus_detr_r50_4scale_36ep.yaml"  # the fixture's model: pos T=20, offset 0
     conv = subprocess.run([sys.executable, "-m", "src.tools.convert_checkpoint", "--src", str(tmp_path / "official.npz"),

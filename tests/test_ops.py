@@ -19,28 +19,9 @@ import src.ops as kops
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
 from src.layers.token_ops import RowGatherReference, RowScatterReference
 from src.ops import build, msda_kernel
-from src.tools.parity import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT, compare_msda
+from src.tools.parity import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT, compare_msda, msda_core_outputs
 
 RNG = np.random.default_rng(7)
-
-
-class WeightedCore(nn.Cell):
-    """sum(core(...) * grad_output): its gradients are the core's vector-Jacobian products."""
-
-    def __init__(self, core, shapes):
-        super().__init__()
-        self.core = core
-        self.shapes = shapes
-
-    def construct(self, value, locations, weights, grad_output):
-        return (self.core(value, self.shapes, locations, weights) * grad_output).sum()
-
-
-def run_core(core, shapes, value, locations, weights, grad_output):
-    out = core(Tensor(value), shapes, Tensor(locations), Tensor(weights)).asnumpy()
-    grads = ms.grad(WeightedCore(core, shapes), grad_position=(0, 1, 2))(
-        Tensor(value), Tensor(locations), Tensor(weights), Tensor(grad_output))
-    return [out] + [g.asnumpy() for g in grads]
 
 
 def msda_inputs(shapes, bsz, nq, heads, dim, points, low=-0.3, high=1.3):
@@ -83,8 +64,8 @@ def kernel_core():
 def test_msda_kernel_matches_gather(mode, kernel_core, case):
     shapes, bsz, nq, heads, dim, points = MSDA_CASES[case]
     inputs = msda_inputs(shapes, bsz, nq, heads, dim, points)
-    ours = run_core(kernel_core, shapes, *inputs)
-    ref = run_core(MSDeformAttnCoreGather(), shapes, *inputs)
+    ours = msda_core_outputs(kernel_core, shapes, *inputs)
+    ref = msda_core_outputs(MSDeformAttnCoreGather(), shapes, *inputs)
     names = ("output", "grad_value", "grad_sampling_locations", "grad_attention_weights")
     tols = (TOL_MSDA_OUT, TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_GRAD)
     for name, a, b, tol in zip(names, ours, ref, tols):
@@ -99,8 +80,8 @@ def test_msda_kernel_boundaries_and_far_points(mode, kernel_core):
     value, _, weights, grad_output = msda_inputs(shapes, bsz, nq, heads, dim, points)
     locations = boundary_locations(shapes, bsz, nq, heads, points)
     locations[0, 0, 0, 0, 0] = (1e9, -1e9)  # far outside: contributes nothing, zero gradients
-    ours = run_core(kernel_core, shapes, value, locations, weights, grad_output)
-    ref = run_core(MSDeformAttnCoreGather(), shapes, value, locations, weights, grad_output)
+    ours = msda_core_outputs(kernel_core, shapes, value, locations, weights, grad_output)
+    ref = msda_core_outputs(MSDeformAttnCoreGather(), shapes, value, locations, weights, grad_output)
     for a, b, tol in zip(ours, ref, (TOL_MSDA_OUT, TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_GRAD)):
         np.testing.assert_allclose(a, b, atol=tol, rtol=0)
     assert np.all(ours[2][0, 0, 0, 0, 0] == 0) and ours[3][0, 0, 0, 0, 0] == 0

@@ -3,7 +3,6 @@
 window size in graph mode, drop path only in training; the config of every official Swin recipe
 (schedule, position embedding, the backbone it builds) and ImageNet weights in the original Swin
 release layout (``load_swin_imagenet``)."""
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -18,17 +17,11 @@ from src.modeling.backbone.swin import (SWIN_VARIANTS, SwinBackbone, relative_po
                                         shifted_window_mask, swin_backbone)
 from src.config import load_config
 from src.modeling.backbone.swin_names import is_swin_structure_key, swin_port_name
+from src.tools.parity import golden_state_dict
 
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32).reshape(3, 1, 1)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32).reshape(3, 1, 1)
 ATOL = 1e-4
-
-
-def _load_golden_weights_module(golden_dir):
-    spec = importlib.util.spec_from_file_location("golden_weights", golden_dir / "golden_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _swin_t_entries(golden_dir):
@@ -56,10 +49,7 @@ def golden_swin_t(golden_dir):
     meta = json.load(open(golden_dir / "model_eval_swin_t.json"))
     g = dict(np.load(golden_dir / "model_eval_swin_t.npz"))
     entries = _swin_t_entries(golden_dir)
-    gw = _load_golden_weights_module(golden_dir)
-    weights = gw.golden_weights({e["name"]: tuple(e["shape"]) for e in entries if e["dtype"].startswith("float")},
-                                meta["weight_seed"],
-                                {e["name"]: e["alias_of"] for e in entries if "alias_of" in e})
+    weights = golden_state_dict(str(golden_dir), entries, meta["weight_seed"])
     official = {k: v for k, v in weights.items() if k.startswith("backbone.")}
     model = swin_backbone("swin_tiny_224")
     _load_official_backbone(model, official)
