@@ -7,12 +7,11 @@ Under msrun (``bash scripts/run_eval.sh ... `` with ``DEVICE_NUM`` > 1) every ra
 shard of the images and rank 0 gathers the detections and prints/writes the results.
 """
 import os
-import sys
 
 import src  # noqa: F401  (CPU start-up fix before MindSpore)
 from src.checkpoint import load_port_checkpoint
-from src.cli import base_parser, load
-from src.engine.distributed import init_distributed, launched_by_msrun
+from src.cli import base_parser, exit_process, load
+from src.engine.distributed import init_distributed
 from src.engine.logger import setup_logger
 from src.engine.trainer import build_dataset, evaluate
 from src.modeling.build import build_model
@@ -39,8 +38,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    if launched_by_msrun():
-        sys.exit(code)  # under msrun the scheduler waits for every worker to leave normally
-    os._exit(code)  # skips interpreter teardown, which can stall on the data pipeline's threads
+    exit_process(main())

@@ -13,7 +13,6 @@ The graph uses the pure-MindSpore deformable attention and token gather/scatter 
 any device); --custom-kernels keeps the config's CPU kernels instead.
 """
 import os
-import sys
 import time
 
 import src  # noqa: F401  (CPU start-up fix before MindSpore)
@@ -21,7 +20,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor
 
-from src.cli import base_parser, load
+from src.cli import base_parser, exit_process, load
 from src.inference import build_inference_net
 
 # The custom CPU kernels (kernels: auto | kernel) are AOT .so files whose absolute path is baked
@@ -74,6 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)
+    exit_process(main())

@@ -12,14 +12,13 @@ a fixed canvas, or use --mode pynative, for folders of mixed sizes).
 """
 import json
 import os
-import sys
 
 import src  # noqa: F401  (CPU start-up fix before MindSpore)
 import cv2
 import numpy as np
 from mindspore import Tensor
 
-from src.cli import base_parser, load
+from src.cli import base_parser, exit_process, load
 from src.inference import build_inference_net, preprocess, read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -176,6 +175,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)
+    exit_process(main())

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import mindspore as ms  # noqa: E402
 from mindspore import Tensor  # noqa: E402
 
-from src.cli import base_parser  # noqa: E402
+from src.cli import base_parser, exit_process  # noqa: E402
 from src.config import load_config  # noqa: E402
 from src.inference import build_inference_net  # noqa: E402
 from src.modeling.backbone.resnet import ResNetBackbone  # noqa: E402
@@ -243,6 +243,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)
+    exit_process(main())
