@@ -39,10 +39,11 @@ def all_gather_rows(rows):
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
         rows = np.asarray(rows, np.float32).reshape(len(rows), -1)
-        counts = AllGather()(Tensor(np.array([len(rows)], np.int32))).asnumpy()
+        gather = AllGather()
+        counts = gather(Tensor(np.array([len(rows)], np.int32))).asnumpy()
         padded = np.zeros((max(int(counts.max()), 1), rows.shape[1]), np.float32)
         padded[:len(rows)] = rows
-        gathered = AllGather()(Tensor(padded)).asnumpy().reshape(len(counts), len(padded), rows.shape[1])
+        gathered = gather(Tensor(padded)).asnumpy().reshape(len(counts), len(padded), rows.shape[1])
     finally:
         ms.set_context(mode=previous)
     return np.concatenate([gathered[r, :n] for r, n in enumerate(counts)])

@@ -5,6 +5,7 @@ import io
 import json
 import os
 
+import numpy as np
 from mindspore import Tensor
 
 from ..modeling.postprocess import PostProcess
@@ -43,7 +44,6 @@ RESULT_COLUMNS = 7  # image_id, label, score, x, y, w, h
 
 def results_to_rows(results):
     """``predict`` results as a (N, 7) float32 array (image ids < 2**24 are exact)."""
-    import numpy as np
     return np.array([[r["image_id"], r["label"], r["score"], *r["bbox"]] for r in results],
                     np.float32).reshape(-1, RESULT_COLUMNS)
 

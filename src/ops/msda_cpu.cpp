@@ -32,15 +32,13 @@
 namespace {
 
 using msda::Corners;
+using msda::Dims;
 using msda::Level;
 using msda::corners;
-
-bool is_type(const char *dtype, const char *name) { return std::strcmp(dtype, name) == 0; }
+using msda::is_type;
 
 // Reads the (L, 2) int32/int64 spatial-shape tensor (host memory on CPU).
-bool read_levels(const void *ptr, const char *dtype, int ndim, const int64_t *shape, int64_t levels,
-                 std::vector<Level> *out) {
-  if (ndim != 2 || shape[0] != levels || shape[1] != 2) return false;
+bool read_levels(const void *ptr, const char *dtype, int64_t levels, std::vector<Level> *out) {
   out->resize(levels);
   int64_t start = 0;
   for (int64_t l = 0; l < levels; ++l) {
@@ -61,32 +59,13 @@ bool read_levels(const void *ptr, const char *dtype, int ndim, const int64_t *sh
   return true;
 }
 
-struct Dims {
-  int64_t B, S, M, D, Q, L, P;
-};
-
 // Validates the four common inputs; fills dims and levels.
 bool check_inputs(int *ndims, int64_t **shapes, const char **dtypes, void **params, Dims *d,
                   std::vector<Level> *levels) {
-  if (ndims[0] != 4 || ndims[2] != 6 || ndims[3] != 5) return false;
-  if (!is_type(dtypes[0], "float32") || !is_type(dtypes[2], "float32") || !is_type(dtypes[3], "float32"))
-    return false;
-  d->B = shapes[0][0];
-  d->S = shapes[0][1];
-  d->M = shapes[0][2];
-  d->D = shapes[0][3];
-  d->Q = shapes[2][1];
-  d->L = shapes[2][3];
-  d->P = shapes[2][4];
-  if (d->B < 0 || d->S <= 0 || d->M <= 0 || d->D <= 0 || d->Q < 0 || d->L <= 0 || d->P <= 0) return false;
-  const int64_t *ls = shapes[2];
-  if (ls[0] != d->B || ls[2] != d->M || ls[5] != 2) return false;
-  const int64_t *as = shapes[3];
-  if (as[0] != d->B || as[1] != d->Q || as[2] != d->M || as[3] != d->L || as[4] != d->P) return false;
-  if (!read_levels(params[1], dtypes[1], ndims[1], shapes[1], d->L, levels)) return false;
+  if (!msda::read_dims(ndims, shapes, dtypes, d)) return false;
+  if (!read_levels(params[1], dtypes[1], d->L, levels)) return false;
   const Level &last = levels->back();
-  if (last.start + last.h * last.w != d->S) return false;
-  return true;
+  return last.start + last.h * last.w == d->S;
 }
 
 // DC > 0: the head dimension is the compile-time constant DC (fully unrolled/vectorized inner

@@ -17,35 +17,12 @@
 
 #include "msda_sampling.h"
 
-
 namespace {
 
 constexpr int kThreads = 256;
 
-bool is_type(const char *dtype, const char *name) { return std::strcmp(dtype, name) == 0; }
-
-struct Dims {
-  int64_t B, S, M, D, Q, L, P;
-};
-
-bool check_inputs(int *ndims, int64_t **shapes, const char **dtypes, Dims *d) {
-  if (ndims[0] != 4 || ndims[1] != 2 || ndims[2] != 6 || ndims[3] != 5) return false;
-  if (!is_type(dtypes[0], "float32") || !is_type(dtypes[2], "float32") || !is_type(dtypes[3], "float32"))
-    return false;
-  if (!is_type(dtypes[1], "int32") && !is_type(dtypes[1], "int64")) return false;
-  d->B = shapes[0][0];
-  d->S = shapes[0][1];
-  d->M = shapes[0][2];
-  d->D = shapes[0][3];
-  d->Q = shapes[2][1];
-  d->L = shapes[2][3];
-  d->P = shapes[2][4];
-  if (d->B < 0 || d->S <= 0 || d->M <= 0 || d->D <= 0 || d->Q < 0 || d->L <= 0 || d->P <= 0) return false;
-  const int64_t *ls = shapes[2];
-  if (ls[0] != d->B || ls[2] != d->M || ls[5] != 2 || shapes[1][0] != d->L || shapes[1][1] != 2) return false;
-  const int64_t *as = shapes[3];
-  return as[0] == d->B && as[1] == d->Q && as[2] == d->M && as[3] == d->L && as[4] == d->P;
-}
+using msda::Dims;
+using msda::is_type;
 
 // Level l of the (L, 2) int32/int64 device table; start is the prefix sum of h*w.
 template <typename I>
@@ -139,7 +116,7 @@ extern "C" int MSDAForward(int nparam, void **params, int *ndims, int64_t **shap
   (void)extra;
   if (nparam != 5) return 1;
   Dims d;
-  if (!check_inputs(ndims, shapes, dtypes, &d)) return 2;
+  if (!msda::read_dims(ndims, shapes, dtypes, &d)) return 2;
   if (!is_type(dtypes[4], "float32") || ndims[4] != 3) return 3;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   const int64_t n = d.B * d.Q * d.M * d.D;
@@ -159,7 +136,7 @@ extern "C" int MSDABackward(int nparam, void **params, int *ndims, int64_t **sha
   (void)extra;
   if (nparam != 8) return 1;
   Dims d;
-  if (!check_inputs(ndims, shapes, dtypes, &d)) return 2;
+  if (!msda::read_dims(ndims, shapes, dtypes, &d)) return 2;
   for (int i = 4; i < 8; ++i)
     if (!is_type(dtypes[i], "float32")) return 3;
   cudaStream_t s = static_cast<cudaStream_t>(stream);

@@ -11,7 +11,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.ops import CustomRegOp, DataType
 
-from .build import check_available, current_device, library_path
+from .build import current_device, library_path
 
 
 @ms.constexpr
@@ -61,9 +61,7 @@ class MSDeformAttnCoreKernel(nn.Cell):
 
     def __init__(self):
         super().__init__()
-        device = current_device()
-        check_available(device)
-        self.forward_op, self.backward_op = msda_ops(device)
+        self.forward_op, self.backward_op = msda_ops(current_device())
 
     def construct(self, value, spatial_shapes, sampling_locations, attention_weights):
         shapes = spatial_shapes_tensor(spatial_shapes)

@@ -1,6 +1,6 @@
-// Bilinear sampling math of the deformable attention core, shared by the CPU kernel
-// (msda_cpu.cpp) and the CUDA kernel (msda_cuda.cu) so both follow one definition, which the
-// CPU tests check against the pure-MindSpore reference.
+// What the CPU kernel (msda_cpu.cpp) and the CUDA kernel (msda_cuda.cu) of the deformable
+// attention core share, so both follow one definition that the CPU tests check against the
+// pure-MindSpore reference: the bilinear sampling math, and the host-side argument checks.
 //
 // Convention (grid_sample bilinear, zeros padding, align_corners=False): a location (lx, ly) in
 // [0, 1] on a level of h x w pixels is the pixel coordinate x = lx * w - 0.5, y = ly * h - 0.5;
@@ -10,6 +10,7 @@
 #define FOCUS_DETR_MSDA_SAMPLING_H_
 
 #include <cstdint>
+#include <cstring>
 
 #ifdef __CUDACC__
 #define MSDA_HD __host__ __device__ __forceinline__
@@ -70,6 +71,35 @@ MSDA_HD void sample_grads(const Corners &c, const Level &lv, float a, const floa
   const float dy = gx * (dot[2] - dot[0]) + c.fx * (dot[3] - dot[1]);
   *grad_x = a * dx * static_cast<float>(lv.w);
   *grad_y = a * dy * static_cast<float>(lv.h);
+}
+
+// ---- host side: the AOT arguments value, spatial_shapes, sampling_locations, attention_weights
+
+struct Dims {
+  int64_t B, S, M, D, Q, L, P;
+};
+
+inline bool is_type(const char *dtype, const char *name) { return std::strcmp(dtype, name) == 0; }
+
+// Checks ranks, dtypes and the consistency of the four inputs' shapes and fills ``d``; the
+// values of the (L, 2) shape table are the caller's to read (host memory on CPU only).
+inline bool read_dims(const int *ndims, int64_t *const *shapes, const char *const *dtypes, Dims *d) {
+  if (ndims[0] != 4 || ndims[1] != 2 || ndims[2] != 6 || ndims[3] != 5) return false;
+  if (!is_type(dtypes[0], "float32") || !is_type(dtypes[2], "float32") || !is_type(dtypes[3], "float32"))
+    return false;
+  if (!is_type(dtypes[1], "int32") && !is_type(dtypes[1], "int64")) return false;
+  d->B = shapes[0][0];
+  d->S = shapes[0][1];
+  d->M = shapes[0][2];
+  d->D = shapes[0][3];
+  d->Q = shapes[2][1];
+  d->L = shapes[2][3];
+  d->P = shapes[2][4];
+  if (d->B < 0 || d->S <= 0 || d->M <= 0 || d->D <= 0 || d->Q < 0 || d->L <= 0 || d->P <= 0) return false;
+  const int64_t *ls = shapes[2];
+  if (ls[0] != d->B || ls[2] != d->M || ls[5] != 2 || shapes[1][0] != d->L || shapes[1][1] != 2) return false;
+  const int64_t *as = shapes[3];
+  return as[0] == d->B && as[1] == d->Q && as[2] == d->M && as[3] == d->L && as[4] == d->P;
 }
 
 }  // namespace msda

@@ -110,6 +110,17 @@ void launch_scatter_grad(int64_t B, int64_t S, int64_t C, int64_t K, void **para
   scatter_grad_x_kernel<<<blocks_for(B * K * C), kThreads, 0, st>>>(B, S, C, K, idx, count, dx);
 }
 
+// Calls f(I{}, N{}) with the index and count element types named by the two dtypes (int32/int64).
+template <typename F>
+void with_index_types(const char *index_dtype, const char *count_dtype, F f) {
+  const bool wide_count = is_type(count_dtype, "int64");
+  if (is_type(index_dtype, "int64")) {
+    if (wide_count) f(int64_t{}, int64_t{}); else f(int64_t{}, int32_t{});
+  } else {
+    if (wide_count) f(int32_t{}, int64_t{}); else f(int32_t{}, int32_t{});
+  }
+}
+
 }  // namespace
 
 extern "C" int RowGather(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -161,11 +172,9 @@ extern "C" int RowScatter(int nparam, void **params, int *ndims, int64_t **shape
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   if (cudaMemcpyAsync(params[4], params[0], sizeof(float) * B * S * C, cudaMemcpyDeviceToDevice, st) != cudaSuccess)
     return 4;
-  const bool wide_idx = is_type(dtypes[1], "int64"), wide_count = is_type(dtypes[3], "int64");
-  if (wide_idx && wide_count) launch_scatter<int64_t, int64_t>(B, S, C, K, params, st);
-  else if (wide_idx) launch_scatter<int64_t, int32_t>(B, S, C, K, params, st);
-  else if (wide_count) launch_scatter<int32_t, int64_t>(B, S, C, K, params, st);
-  else launch_scatter<int32_t, int32_t>(B, S, C, K, params, st);
+  with_index_types(dtypes[1], dtypes[3], [&](auto index, auto count) {
+    launch_scatter<decltype(index), decltype(count)>(B, S, C, K, params, st);
+  });
   return cudaGetLastError() == cudaSuccess ? 0 : 4;
 }
 
@@ -181,10 +190,8 @@ extern "C" int RowScatterGrad(int nparam, void **params, int *ndims, int64_t **s
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   if (cudaMemcpyAsync(params[5], params[4], sizeof(float) * B * S * C, cudaMemcpyDeviceToDevice, st) != cudaSuccess)
     return 4;
-  const bool wide_idx = is_type(dtypes[1], "int64"), wide_count = is_type(dtypes[3], "int64");
-  if (wide_idx && wide_count) launch_scatter_grad<int64_t, int64_t>(B, S, C, K, params, st);
-  else if (wide_idx) launch_scatter_grad<int64_t, int32_t>(B, S, C, K, params, st);
-  else if (wide_count) launch_scatter_grad<int32_t, int64_t>(B, S, C, K, params, st);
-  else launch_scatter_grad<int32_t, int32_t>(B, S, C, K, params, st);
+  with_index_types(dtypes[1], dtypes[3], [&](auto index, auto count) {
+    launch_scatter_grad<decltype(index), decltype(count)>(B, S, C, K, params, st);
+  });
   return cudaGetLastError() == cudaSuccess ? 0 : 4;
 }
