@@ -20,10 +20,11 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.attention import MultiheadAttention
+from ..modeling.backbone.resnet import FrozenBatchNorm2d
 
 AMP_LEVELS = ("O0", "O1", "O2")
 O1_FLOAT16_CELLS = (nn.Dense, nn.Conv2d, MultiheadAttention)
-O2_FLOAT32_CELLS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
+O2_FLOAT32_CELLS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, FrozenBatchNorm2d)
 
 
 class _CastOutput(nn.Cell):

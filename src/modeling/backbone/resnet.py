@@ -16,10 +16,15 @@ from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
 
 
 class FrozenBatchNorm2d(nn.Cell):
-    """BatchNorm with fixed statistics and affine: y = x * s + (b - mean * s), s = w / sqrt(var + eps).
+    """BatchNorm with fixed statistics and affine: y = (x - mean) / sqrt(var + eps) * w + b.
 
     Parameter names follow mindcv/MindSpore BatchNorm (gamma, beta, moving_mean,
     moving_variance) so mindcv ImageNet checkpoints load directly.
+
+    Computed by the inference form of the BatchNorm kernel rather than detectron2's
+    ``x * scale + shift``: in a graph-mode ResNet on CPU the broadcast multiply-add keeps every
+    block's activations alive (R50 at 800x1333: 8.4 GB peak against 0.96 GB) and is slower
+    (2.07 s against 1.42 s). The two differ by float32 rounding (2e-6 relative on res5).
     """
 
     def __init__(self, num_features, eps=1e-5):
@@ -31,9 +36,8 @@ class FrozenBatchNorm2d(nn.Cell):
         self.moving_variance = Parameter(Tensor(np.ones(num_features, np.float32)), requires_grad=False)
 
     def construct(self, x):
-        scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
-        shift = self.beta - self.moving_mean * scale
-        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        return ops.batch_norm(x, self.moving_mean, self.moving_variance, self.gamma, self.beta,
+                              training=False, eps=self.eps)
 
 
 class _Bottleneck(Bottleneck):

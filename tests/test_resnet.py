@@ -1,0 +1,39 @@
+"""ResNet backbone pieces against NumPy, in GRAPH_MODE and PYNATIVE_MODE (the whole backbone
+is checked against the official code by the parity tests)."""
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from src.modeling.backbone.resnet import FrozenBatchNorm2d
+
+
+class _Weighted(nn.Cell):
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
+
+    def construct(self, x, weight):
+        return (self.norm(x) * weight).sum()
+
+
+def test_frozen_batch_norm_is_the_fixed_affine_map(mode):
+    rng = np.random.default_rng(0)
+    channels = 6
+    stats = {"gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0, 0.5, channels),
+             "moving_mean": rng.normal(0, 1, channels), "moving_variance": rng.uniform(0.1, 3, channels)}
+    norm = FrozenBatchNorm2d(channels, eps=1e-5)
+    for name, value in stats.items():
+        getattr(norm, name).set_data(Tensor(value.astype(np.float32)))
+    norm.set_train(True)  # frozen: training mode must not switch to batch statistics
+    x = rng.normal(2.0, 3.0, (2, channels, 5, 7)).astype(np.float32)
+    weight = rng.normal(size=x.shape).astype(np.float32)
+
+    scale = stats["gamma"] / np.sqrt(stats["moving_variance"] + 1e-5)
+    shift = stats["beta"] - stats["moving_mean"] * scale
+    ref = x * scale[:, None, None] + shift[:, None, None]  # detectron2's FrozenBatchNorm2d
+    np.testing.assert_allclose(norm(Tensor(x)).asnumpy(), ref, rtol=1e-5, atol=1e-5)
+
+    net = _Weighted(norm)
+    grad_x = ms.grad(net, grad_position=0)(Tensor(x), Tensor(weight))
+    np.testing.assert_allclose(grad_x.asnumpy(), weight * scale[:, None, None], rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in norm.get_parameters())
