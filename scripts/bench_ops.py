@@ -1,7 +1,8 @@
 """Benchmark the custom CPU kernels against the pure-MindSpore implementations, and our
 deformable-attention block against the same block in PyTorch, side by side in one run.
 
-    python scripts/bench_ops.py [--mode graph|pynative] [--repeat 3] [--scale 1.0] [--skip gather] [--force]
+    python scripts/bench_ops.py [--mode graph|pynative] [--repeat 3] [--scale 1.0] [--ops msda ...]
+        [--skip gather] [--force]
 
 * ``msda`` (encoder): the sampling core at the R50 800x1333 encoder shapes (levels 100x167,
   50x84, 25x42, 13x21 = 22223 tokens at strides 8..64; B=2, Q = half the tokens (keep ratio
@@ -10,8 +11,9 @@ deformable-attention block against the same block in PyTorch, side by side in on
   (two-stage queries + denoising queries).
 * ``row_gather`` / ``row_scatter``: token rows (B=2, 22223 x 256, K = 3000) for 'reference'
   (``ops.gather(batch_dims=1)`` / ``tensor_scatter_update``, what the model uses), 'elements'
-  (``gather_elements`` / ``tensor_scatter_elements`` on a broadcast index, the naive formulation)
-  and 'kernel'.
+  (``gather_elements`` / ``tensor_scatter_elements`` on a broadcast index, the naive formulation),
+  'kernel', and 'alone': the same CPU kernels called through ctypes on numpy buffers, without
+  MindSpore (the difference to 'kernel' is MindSpore's graph launch and output allocation).
 * ``block``: a whole deformable-attention block, projections included (B=2, levels 68x113,
   34x57, 17x29, 9x15 = 10250 tokens, every token a query), MindSpore with the kernel ('kernel')
   against PyTorch's CPU implementation written with ``F.grid_sample`` ('torch', when torch is
@@ -20,8 +22,11 @@ deformable-attention block against the same block in PyTorch, side by side in on
 Each implementation runs in its own subprocess (clean peak RSS; a crash in one does not stop
 the others); one whose estimated peak memory exceeds 80% of MemAvailable is skipped (say so)
 unless --force, because the OOM killer may pick another process. Forward and forward+backward
-(gradients for every float input, and for the block's parameters) are timed after one warm-up
-(which includes graph compilation), median of --repeat runs, each synced. ``--scale`` shrinks
+are timed after one warm-up (which includes graph compilation), median of --repeat runs, each
+synced. Forward+backward is, for msda and the block, value_and_grad of a weighted sum of the
+output (gradients for every float input, and for the block's parameters); for the row ops, the
+forward and the backward for a given output gradient (the gradients of x and rows), because a
+loss on the (B,S,C) output would add its own full-size multiply and gradient to both sides. ``--scale`` shrinks
 the token and query counts (map sides by sqrt(scale)) for a quick run.
 The last line is machine-readable:
     bench_ops: msda_speedup=<x> msda_speedup_vs_gather=<x> gather_speedup=<x> scatter_speedup=<x> vs_torch=<r>
@@ -42,8 +47,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 MSDA_IMPLS = ("reference", "gather", "kernel")
-TOKEN_IMPLS = ("reference", "elements", "kernel")  # row_gather and row_scatter each
+TOKEN_IMPLS = ("reference", "elements", "kernel", "alone")  # row_gather and row_scatter each
 BLOCK_IMPLS = ("torch", "kernel")
+OPS = {"msda": MSDA_IMPLS, "msda_dec": MSDA_IMPLS, "row_gather": TOKEN_IMPLS, "row_scatter": TOKEN_IMPLS,
+       "block": BLOCK_IMPLS}
 BASE_LEVELS = ((100, 167), (50, 84), (25, 42), (13, 21))
 BLOCK_LEVELS = ((68, 113), (34, 57), (17, 29), (9, 15))
 DECODER_QUERIES = 900 + 200
@@ -104,6 +111,8 @@ def run_one(op, impl, mode, repeat, scale):
     import numpy as np
     if op == "block" and impl == "torch":
         return run_torch_block(repeat, scale)
+    if impl == "alone":
+        return run_kernel_alone(op, repeat, scale)
     import src  # noqa: F401  (CPU start-up fix)
     import mindspore as ms
     from mindspore import Tensor, nn
@@ -173,15 +182,17 @@ def run_one(op, impl, mode, repeat, scale):
         wg = Tensor(rng.standard_normal((b, k, c), np.float32))
         ws = Tensor(rng.standard_normal((b, s, c), np.float32))
 
+        # forward + backward for a given output gradient, without a loss: a loss on the
+        # (B,S,C) scatter output would add its own full-size multiply and gradient to both sides
         if op == "row_gather":
             class Forward(nn.Cell):
                 def __init__(self):
                     super().__init__()
                     self.op = gather
 
-                def construct(self, x, idx, rows, count):
+                def construct(self, x, idx):
                     return self.op(x, idx)
-            weight, positions = wg, 0
+            inputs, grad_output = (x, idx), wg
         else:
             class Forward(nn.Cell):
                 def __init__(self):
@@ -190,20 +201,22 @@ def run_one(op, impl, mode, repeat, scale):
 
                 def construct(self, x, idx, rows, count):
                     return self.op(x, idx, rows, count)
-            weight, positions = ws, (0, 2)
+            inputs, grad_output = (x, idx, rows, count), ws
 
-        class Loss(nn.Cell):
+        class ForwardBackward(nn.Cell):
             def __init__(self):
                 super().__init__()
                 self.forward = Forward()
+                self.grad = ops.GradOperation(get_all=True, sens_param=True)
 
-            def construct(self, x, idx, rows, count):
-                return (self.forward(x, idx, rows, count) * weight).sum()
+            def construct(self, *args):
+                # the output too, as in training: otherwise the graph drops a forward the
+                # backward does not need
+                return self.forward(*args[:-1]), self.grad(self.forward)(*args)
 
-        forward = Forward()
-        backward = ms.value_and_grad(Loss(), grad_position=positions)
-        fwd = lambda: forward(x, idx, rows, count)  # noqa: E731
-        fwd_bwd = lambda: backward(x, idx, rows, count)  # noqa: E731
+        forward, backward = Forward(), ForwardBackward()
+        fwd = lambda: forward(*inputs)  # noqa: E731
+        fwd_bwd = lambda: backward(*inputs, grad_output)  # noqa: E731
     return measure(op, impl, fwd, fwd_bwd, repeat)
 
 
@@ -316,6 +329,58 @@ def run_torch_block(repeat, scale):
 MSDA_MEMORY_UNITS = {"reference": 18, "gather": 32, "kernel": 2}
 
 
+def run_kernel_alone(op, repeat, scale):
+    """The CPU row kernels called directly (ctypes on numpy buffers, no MindSpore, no framework
+    output allocation): what is left of the 'kernel' rows is MindSpore's graph launch and memory."""
+    import ctypes
+    import numpy as np
+    from src.ops.build import library_path
+    lib = ctypes.CDLL(str(library_path("CPU")))
+    cfg = token_setup(scale)
+    b, s, c, k = (cfg[n] for n in "BSCK")
+    rng = np.random.default_rng(0)
+    arrays = dict(x=rng.standard_normal((b, s, c), np.float32),
+                  idx=np.stack([rng.permutation(s)[:k] for _ in range(b)]).astype(np.int32),
+                  rows=rng.standard_normal((b, k, c), np.float32), count=np.array([k, k // 2], np.int32),
+                  grad_rows=rng.standard_normal((b, k, c), np.float32),
+                  grad=rng.standard_normal((b, s, c), np.float32), out_rows=np.empty((b, k, c), np.float32),
+                  out=np.empty((b, s, c), np.float32), dx=np.empty((b, s, c), np.float32),
+                  drows=np.empty((b, k, c), np.float32))
+
+    def call(name, *keys):
+        """A no-argument call of the AOT entry ``name`` on the arrays ``keys``."""
+        bufs = [arrays[key] for key in keys]
+        n = len(bufs)
+        shape_arrays = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in bufs]
+        argv = ((ctypes.c_void_p * n)(*[a.ctypes.data for a in bufs]), (ctypes.c_int * n)(*[a.ndim for a in bufs]),
+                (ctypes.POINTER(ctypes.c_int64) * n)(*[ctypes.cast(a, ctypes.POINTER(ctypes.c_int64))
+                                                       for a in shape_arrays]),
+                (ctypes.c_char_p * n)(*[str(a.dtype).encode() for a in bufs]))
+        fn = getattr(lib, name)
+
+        def run():
+            if fn(n, *argv, None, None) != 0:
+                raise RuntimeError(f"{name} failed")
+        return run
+
+    if op == "row_gather":
+        forward = call("RowGather", "x", "idx", "out_rows")
+        backward = call("RowGatherGrad", "x", "idx", "grad_rows", "dx")
+    else:
+        forward = call("RowScatter", "x", "idx", "rows", "count", "out")
+        backward = call("RowScatterGrad", "x", "idx", "rows", "count", "grad", "dx", "drows")
+
+    def fwd():
+        forward()
+        return ()  # nothing for timed() to sync: the call returns when the kernel is done
+
+    def fwd_bwd():
+        forward()
+        backward()
+        return ()
+    return measure(op, "alone", fwd, fwd_bwd, repeat)
+
+
 def mem_available():
     try:
         with open("/proc/meminfo") as f:
@@ -335,7 +400,9 @@ def run_subprocess(op, impl, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", op, impl, "--mode", args.mode,
            "--repeat", str(args.repeat), "--scale", str(args.scale)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # os.environ explicitly: importing MindSpore here set OMP_NUM_THREADS=1 in the C environment,
+    # which a child would inherit, running the OpenMP kernels on one thread
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
@@ -355,6 +422,7 @@ def main():
     parser.add_argument("--mode", choices=("graph", "pynative"), default="graph")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 800x1333 token/query counts")
+    parser.add_argument("--ops", nargs="*", default=list(OPS), choices=OPS, help="operators to run (default all)")
     parser.add_argument("--skip", nargs="*", default=[], help="implementations to skip, e.g. reference")
     parser.add_argument("--force", action="store_true", help="run even where memory looks insufficient")
     parser.add_argument("--child", nargs=2, metavar=("OP", "IMPL"), help=argparse.SUPPRESS)
@@ -373,12 +441,8 @@ def main():
     print(f"token ops: B={tc['B']} S={tc['S']} C={tc['C']} K={tc['K']} (row_gather: K rows out; row_scatter: K rows back, count=(K, K/2))")
     print(f"msda_dec: the same maps, Q={msda_setup(args.scale, 'msda_dec')['Q']} decoder queries")
     print(f"block: B={bc['B']} S=Q={bc['S']} levels={list(bc['shapes'])} embed={bc['M'] * bc['D']}")
-    results = []
-    for op in ("msda", "msda_dec"):
-        results += [run_subprocess(op, impl, args) for impl in MSDA_IMPLS if impl not in args.skip]
-    for op in ("row_gather", "row_scatter"):
-        results += [run_subprocess(op, impl, args) for impl in TOKEN_IMPLS if impl not in args.skip]
-    results += [run_subprocess("block", impl, args) for impl in BLOCK_IMPLS if impl not in args.skip]
+    results = [run_subprocess(op, impl, args) for op in OPS if op in args.ops
+               for impl in OPS[op] if impl not in args.skip]
     by = {(r["op"], r["impl"]): r for r in results}
 
     def ratio(op, base, key):
@@ -397,7 +461,9 @@ def main():
               + f" {r['peak_rss_mb']:8.0f} " + " ".join(f"{c:6.1f}" if c else "     -" for c in cells[:2])
               + (f" {cells[2]:9.1f}" if cells[2] else "         -"))
     print("(ms: median wall time; cpu: median process CPU time, all threads; 1st: first call incl. compile;\n"
-          " f+b: value_and_grad (loss and every float input's gradient); x: this implementation over the kernel)")
+          " f+b: msda/block: value_and_grad of a weighted sum (every float input's gradient, the block's\n"
+          " parameters'); row ops: forward + backward for a given output gradient; x: this implementation\n"
+          " over the kernel)")
     show = lambda v: f"{v:.2f}" if v else "na"  # noqa: E731
     print(f"bench_ops: msda_speedup={show(ratio('msda', 'reference', 'fwd_bwd'))} "
           f"msda_speedup_vs_gather={show(ratio('msda', 'gather', 'fwd_bwd'))} "
