@@ -26,8 +26,8 @@ are timed after one warm-up (which includes graph compilation), median of --repe
 synced. Forward+backward is, for msda and the block, value_and_grad of a weighted sum of the
 output (gradients for every float input, and for the block's parameters); for the row ops, the
 forward and the backward for a given output gradient (the gradients of x and rows), because a
-loss on the (B,S,C) output would add its own full-size multiply and gradient to both sides. ``--scale`` shrinks
-the token and query counts (map sides by sqrt(scale)) for a quick run.
+loss on the (B,S,C) output would add its own full-size multiply and gradient to both sides.
+``--scale`` shrinks the token and query counts (map sides by sqrt(scale)) for a quick run.
 The last line is machine-readable:
     bench_ops: msda_speedup=<x> msda_speedup_vs_gather=<x> gather_speedup=<x> scatter_speedup=<x> vs_torch=<r>
 (x = reference (or gather) forward+backward median wall time over the kernel's; r = our block's
@@ -71,6 +71,20 @@ def msda_setup(scale, op="msda"):
 def token_setup(scale):
     tokens = sum(h * w for h, w in msda_setup(scale)["shapes"])  # noqa: the encoder's token count
     return dict(B=2, S=tokens, C=256, K=max(1, round(3000 * scale)))
+
+
+def token_arrays(scale):
+    """The row operators' inputs and output gradients as numpy arrays (the same for every
+    implementation): x, idx, rows, count, grad_rows (of the gather), grad (of the scatter)."""
+    import numpy as np
+    cfg = token_setup(scale)
+    b, s, c, k = (cfg[n] for n in "BSCK")
+    rng = np.random.default_rng(0)
+    return dict(x=rng.standard_normal((b, s, c), np.float32),
+                idx=np.stack([rng.permutation(s)[:k] for _ in range(b)]).astype(np.int32),
+                rows=rng.standard_normal((b, k, c), np.float32), count=np.array([k, k // 2], np.int32),
+                grad_rows=rng.standard_normal((b, k, c), np.float32),
+                grad=rng.standard_normal((b, s, c), np.float32))
 
 
 def encoder_like_locations(rng, shapes, b, q, m, p):
@@ -170,17 +184,10 @@ def run_one(op, impl, mode, repeat, scale):
                 full = ops.broadcast_to(idx[..., None], (idx.shape[0], idx.shape[1], x.shape[2]))
                 rows = ops.where(keep[..., None], rows, ops.gather_elements(x, 1, full))
                 return ops.tensor_scatter_elements(x, full, rows, 1)
-        cfg = token_setup(scale)
-        b, s, c, k = (cfg[n] for n in "BSCK")
         gather, scatter = {"reference": lambda: (RowGatherReference(), RowScatterReference()),
                            "elements": lambda: (RowGatherElements(), RowScatterElements()),
                            "kernel": lambda: (RowGatherKernel(), RowScatterKernel())}[impl]()
-        x = Tensor(rng.standard_normal((b, s, c), np.float32))
-        idx = Tensor(np.stack([rng.permutation(s)[:k] for _ in range(b)]).astype(np.int32))
-        rows = Tensor(rng.standard_normal((b, k, c), np.float32))
-        count = Tensor(np.array([k, k // 2], np.int32))
-        wg = Tensor(rng.standard_normal((b, k, c), np.float32))
-        ws = Tensor(rng.standard_normal((b, s, c), np.float32))
+        t = {name: Tensor(a) for name, a in token_arrays(scale).items()}
 
         # forward + backward for a given output gradient, without a loss: a loss on the
         # (B,S,C) scatter output would add its own full-size multiply and gradient to both sides
@@ -192,7 +199,7 @@ def run_one(op, impl, mode, repeat, scale):
 
                 def construct(self, x, idx):
                     return self.op(x, idx)
-            inputs, grad_output = (x, idx), wg
+            inputs, grad_output = (t["x"], t["idx"]), t["grad_rows"]
         else:
             class Forward(nn.Cell):
                 def __init__(self):
@@ -201,7 +208,7 @@ def run_one(op, impl, mode, repeat, scale):
 
                 def construct(self, x, idx, rows, count):
                     return self.op(x, idx, rows, count)
-            inputs, grad_output = (x, idx, rows, count), ws
+            inputs, grad_output = (t["x"], t["idx"], t["rows"], t["count"]), t["grad"]
 
         class ForwardBackward(nn.Cell):
             def __init__(self):
@@ -336,16 +343,9 @@ def run_kernel_alone(op, repeat, scale):
     import numpy as np
     from src.ops.build import library_path
     lib = ctypes.CDLL(str(library_path("CPU")))
-    cfg = token_setup(scale)
-    b, s, c, k = (cfg[n] for n in "BSCK")
-    rng = np.random.default_rng(0)
-    arrays = dict(x=rng.standard_normal((b, s, c), np.float32),
-                  idx=np.stack([rng.permutation(s)[:k] for _ in range(b)]).astype(np.int32),
-                  rows=rng.standard_normal((b, k, c), np.float32), count=np.array([k, k // 2], np.int32),
-                  grad_rows=rng.standard_normal((b, k, c), np.float32),
-                  grad=rng.standard_normal((b, s, c), np.float32), out_rows=np.empty((b, k, c), np.float32),
-                  out=np.empty((b, s, c), np.float32), dx=np.empty((b, s, c), np.float32),
-                  drows=np.empty((b, k, c), np.float32))
+    arrays = token_arrays(scale)
+    x, rows = arrays["x"], arrays["rows"]
+    arrays.update(out_rows=np.empty_like(rows), out=np.empty_like(x), dx=np.empty_like(x), drows=np.empty_like(rows))
 
     def call(name, *keys):
         """A no-argument call of the AOT entry ``name`` on the arrays ``keys``."""
