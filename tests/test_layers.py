@@ -9,6 +9,7 @@ from mindspore import Tensor, nn
 from src.layers.attention import MultiheadAttention
 from src.layers.box_ops import (box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid,
                                 pairwise_generalized_box_iou)
+from src.layers.masking import zero_masked_rows
 from src.layers.position_embedding import BoxSineEmbedding, PositionEmbeddingSine
 from src.layers.token_ops import build_token_ops
 from src.tools.parity import compare_msda
@@ -114,6 +115,13 @@ def test_box_ops(mode):
     x = np.array([0.0, 1e-4, 0.25, 0.5, 0.9999, 1.0], np.float32)
     ref = np.log(np.maximum(x, 1e-3) / np.maximum(1 - x, 1e-3))
     np.testing.assert_allclose(Fn(inverse_sigmoid)(Tensor(x)).asnumpy(), ref, rtol=1e-6)
+
+
+def test_zero_masked_rows(mode):
+    x = RNG.normal(size=(2, 7, 5)).astype(np.float32)
+    mask = RNG.random((2, 7)) < 0.4
+    out = Fn(zero_masked_rows)(Tensor(x), Tensor(mask)).asnumpy()
+    np.testing.assert_array_equal(out, np.where(mask[..., None], 0.0, x))
 
 
 def test_token_gather_scatter_forward_and_grad(mode):

@@ -12,6 +12,8 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
+from .masking import zero_masked_rows
+
 
 class MSDeformAttnCoreReference(nn.Cell):
     """Pure-MindSpore sampling core built on ``ops.grid_sample``.
@@ -154,7 +156,7 @@ class MultiScaleDeformableAttention(nn.Cell):
         q = query + query_pos
         v = self.value_proj(value)
         if value_mask is not None:
-            v = ops.masked_fill(v, value_mask[..., None], 0.0)
+            v = zero_masked_rows(v, value_mask)
         v = v.reshape(bsz, nv, self.num_heads, self.embed_dim // self.num_heads)
         offsets = self.sampling_offsets(q).reshape(
             bsz, nq, self.num_heads, self.num_levels, self.num_points, 2)

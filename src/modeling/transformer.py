@@ -5,6 +5,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
+from ..layers.masking import zero_masked_rows
 from .decoder import DINODecoder
 from .encoder import FocusEncoder
 from .token_selector import ForegroundTokenSelector
@@ -88,7 +89,7 @@ class FocusDETRTransformer(nn.Cell):
 
     def encode_tokens(self, tokens, invalid):
         """``enc_output_norm(enc_output(x))`` with invalid rows zeroed first (they become LN(bias))."""
-        return self.enc_output_norm(self.enc_output(ops.masked_fill(tokens, invalid[..., None], 0.0)))
+        return self.enc_output_norm(self.enc_output(zero_masked_rows(tokens, invalid)))
 
     def construct(self, feats, masks, pos_embeds, dn_query=None, dn_reference_unact=None,
                   attn_mask=None, topk_override=None):
