@@ -13,13 +13,9 @@ def _inverse_frequencies(num_feats, temperature):
 
 
 def _interleaved_sin_cos(x, dim_t, even):
-    """x[..., None] / dim_t with sin on even and cos on odd channels (dim_t pairs are equal).
-
-    Broadcast explicitly: implicitly broadcast element-wise outputs stay allocated until the end
-    of a CPU graph (see ``src.layers.masking.zero_masked_rows``)."""
-    shape = x.shape + dim_t.shape
-    v = ops.broadcast_to(x[..., None], shape) / ops.broadcast_to(dim_t, shape)
-    return ops.where(ops.broadcast_to(even, shape), ops.sin(v), ops.cos(v))
+    """x[..., None] / dim_t with sin on even and cos on odd channels (dim_t pairs are equal)."""
+    v = x[..., None] / dim_t
+    return ops.where(even, ops.sin(v), ops.cos(v))
 
 
 class PositionEmbeddingSine(nn.Cell):
