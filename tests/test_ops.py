@@ -140,11 +140,16 @@ class WeightedScatter(nn.Cell):
         return (self.op(x, idx, rows, count) * w).sum()
 
 
+# 64 channels: aligned rows, written with non-temporal stores; 70: the plain copy
+CHANNELS = pytest.mark.parametrize("channels", [64, 70])
+
+
+@CHANNELS
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
 @pytest.mark.parametrize("k,repeated", [(5, False), (12, False), (9, True)])  # 12 = K equals S
-def test_row_gather_kernel(mode, index_dtype, k, repeated):
-    x, idx = token_inputs(2, 12, 70, k, index_dtype, repeated)
-    weight = RNG.normal(size=(2, k, 70)).astype(np.float32)
+def test_row_gather_kernel(mode, index_dtype, k, repeated, channels):
+    x, idx = token_inputs(2, 12, channels, k, index_dtype, repeated)
+    weight = RNG.normal(size=(2, k, channels)).astype(np.float32)
     ours, ref = kops.RowGatherKernel(), RowGatherReference()
     np.testing.assert_array_equal(ours(Tensor(x), Tensor(idx)).asnumpy(), ref(Tensor(x), Tensor(idx)).asnumpy())
     g_ours = ms.grad(WeightedGather(ours))(Tensor(x), Tensor(idx), Tensor(weight)).asnumpy()
@@ -152,11 +157,12 @@ def test_row_gather_kernel(mode, index_dtype, k, repeated):
     np.testing.assert_allclose(g_ours, g_ref, atol=1e-6, rtol=0)
 
 
+@CHANNELS
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
 @pytest.mark.parametrize("k,count", [(5, (5, 2)), (12, (12, 0)), (6, (9, 3))])  # K = S; count 0; count > K
-def test_row_scatter_kernel(mode, index_dtype, k, count):
-    x, idx = token_inputs(2, 12, 70, k, index_dtype)
-    rows = RNG.normal(size=(2, k, 70)).astype(np.float32)
+def test_row_scatter_kernel(mode, index_dtype, k, count, channels):
+    x, idx = token_inputs(2, 12, channels, k, index_dtype)
+    rows = RNG.normal(size=(2, k, channels)).astype(np.float32)
     weight = RNG.normal(size=x.shape).astype(np.float32)
     count = np.array(count, np.int32)
     ours, ref = kops.RowScatterKernel(), RowScatterReference()
@@ -231,7 +237,7 @@ def test_missing_nvcc_makes_gpu_kernels_unavailable(fresh_build_state, monkeypat
 
 def test_cuda_sources_compile(fresh_build_state, monkeypatch, tmp_path):
     """Compile check of the CUDA kernels with the machine's nvcc (sm_80 and sm_90) and the
-    entry points MindSpore's AOT loader looks up. They run only on a GPU (tests/test_ops_gpu.py)."""
+    entry points MindSpore's AOT loader looks up. They run only on a GPU (tests/test_ops_devices.py)."""
     if build.find_nvcc() is None:
         pytest.skip("nvcc is not installed: the CUDA compile check needs it")
     monkeypatch.setenv("FOCUS_DETR_KERNEL_CACHE", str(tmp_path))

@@ -8,7 +8,7 @@
 // kernel without a synchronisation, so samples outside a level are skipped, never read).
 //
 // COMPILED IN CI (nvcc compile check), NEVER RUN HERE: no GPU was available to this project's
-// machines. tests/test_ops_gpu.py runs it against the reference where MindSpore has a GPU.
+// machines. tests/test_ops_devices.py runs it against the reference where MindSpore has a GPU.
 #include <cuda_runtime.h>
 
 #include <cstdint>

@@ -6,7 +6,7 @@
 // (never read or written out of bounds); the CPU kernel fails on them instead.
 //
 // COMPILED IN CI (nvcc compile check), NEVER RUN HERE: no GPU was available to this project's
-// machines. tests/test_ops_gpu.py runs it against the reference where MindSpore has a GPU.
+// machines. tests/test_ops_devices.py runs it against the reference where MindSpore has a GPU.
 #include <cuda_runtime.h>
 
 #include <cstdint>
