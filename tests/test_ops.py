@@ -1,4 +1,8 @@
-"""Custom AOT CPU kernels against the pure-MindSpore references, in GRAPH_MODE and PYNATIVE_MODE.
+"""Custom AOT kernels against the pure-MindSpore references, in GRAPH_MODE and PYNATIVE_MODE.
+
+Every kernel test runs twice: on the CPU kernels, and on the CUDA kernels' source compiled for
+the host (tests/cuda_on_host.py: each launch becomes a serial loop over the grid), since no GPU
+has been lent to this project; on a GPU, tests/test_ops_devices.py runs the real thing.
 
 The deformable sampling kernel is compared with ``MSDeformAttnCoreGather`` (forward and the three
 gradients) on random inputs with points outside the maps, 1x1 levels, single heads/points and
@@ -14,11 +18,12 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn
 
+import cuda_on_host
 import src.layers.ms_deform_attn as msda_module
 import src.ops as kops
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
 from src.layers.token_ops import RowGatherReference, RowScatterReference
-from src.ops import build, msda_kernel
+from src.ops import build, msda_kernel, token_kernel
 from src.tools.parity import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT, compare_msda, msda_core_outputs
 
 RNG = np.random.default_rng(7)
@@ -55,9 +60,25 @@ MSDA_CASES = {
 }
 
 
+@pytest.fixture(scope="module", params=["cpu", "cuda_on_host"])
+def kernel_library(request, tmp_path_factory):
+    """The kernel library under test: the CPU one, or the CUDA sources built for the host."""
+    if request.param == "cpu":
+        return build.library_path("CPU")
+    return cuda_on_host.build_library(tmp_path_factory.mktemp("cuda_on_host"))
+
+
+def kernel_cell(cls, library):
+    """A kernel Cell (its ops.Custom primitives bind the library when built) on ``library``."""
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (msda_kernel, token_kernel):
+            patch.setattr(module, "library_path", lambda device: library)
+        return cls()
+
+
 @pytest.fixture(scope="module")
-def kernel_core():
-    return msda_kernel.MSDeformAttnCoreKernel()
+def kernel_core(kernel_library):
+    return kernel_cell(msda_kernel.MSDeformAttnCoreKernel, kernel_library)
 
 
 @pytest.mark.parametrize("case", sorted(MSDA_CASES))
@@ -96,12 +117,12 @@ def test_msda_kernel_matches_grid_sample_forward(mode, kernel_core):
                                atol=TOL_MSDA_OUT, rtol=0)
 
 
-def test_msda_kernel_matches_golden(mode, golden_dir, monkeypatch):
+def test_msda_kernel_matches_golden(mode, golden_dir, monkeypatch, kernel_core):
     """Forward and the three gradients against the official code (compare_msda tolerances)."""
     original = msda_module.build_msda_core
 
     def build(impl="reference"):
-        return msda_kernel.MSDeformAttnCoreKernel() if impl == "kernel" else original(impl)
+        return kernel_core if impl == "kernel" else original(impl)
 
     monkeypatch.setattr(msda_module, "build_msda_core", build)
     g = dict(np.load(golden_dir / "msda_core.npz"))
@@ -147,10 +168,10 @@ CHANNELS = pytest.mark.parametrize("channels", [64, 70])
 @CHANNELS
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
 @pytest.mark.parametrize("k,repeated", [(5, False), (12, False), (9, True)])  # 12 = K equals S
-def test_row_gather_kernel(mode, index_dtype, k, repeated, channels):
+def test_row_gather_kernel(mode, kernel_library, index_dtype, k, repeated, channels):
     x, idx = token_inputs(2, 12, channels, k, index_dtype, repeated)
     weight = RNG.normal(size=(2, k, channels)).astype(np.float32)
-    ours, ref = kops.RowGatherKernel(), RowGatherReference()
+    ours, ref = kernel_cell(kops.RowGatherKernel, kernel_library), RowGatherReference()
     np.testing.assert_array_equal(ours(Tensor(x), Tensor(idx)).asnumpy(), ref(Tensor(x), Tensor(idx)).asnumpy())
     g_ours = ms.grad(WeightedGather(ours))(Tensor(x), Tensor(idx), Tensor(weight)).asnumpy()
     g_ref = ms.grad(WeightedGather(ref))(Tensor(x), Tensor(idx), Tensor(weight)).asnumpy()
@@ -160,12 +181,12 @@ def test_row_gather_kernel(mode, index_dtype, k, repeated, channels):
 @CHANNELS
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
 @pytest.mark.parametrize("k,count", [(5, (5, 2)), (12, (12, 0)), (6, (9, 3))])  # K = S; count 0; count > K
-def test_row_scatter_kernel(mode, index_dtype, k, count, channels):
+def test_row_scatter_kernel(mode, kernel_library, index_dtype, k, count, channels):
     x, idx = token_inputs(2, 12, channels, k, index_dtype)
     rows = RNG.normal(size=(2, k, channels)).astype(np.float32)
     weight = RNG.normal(size=x.shape).astype(np.float32)
     count = np.array(count, np.int32)
-    ours, ref = kops.RowScatterKernel(), RowScatterReference()
+    ours, ref = kernel_cell(kops.RowScatterKernel, kernel_library), RowScatterReference()
     args = (Tensor(x), Tensor(idx), Tensor(rows), Tensor(count))
     np.testing.assert_array_equal(ours(*args).asnumpy(), ref(*args).asnumpy())
     grads = [ms.grad(WeightedScatter(op), grad_position=(0, 1))(
@@ -249,7 +270,7 @@ def test_cuda_sources_compile(fresh_build_state, monkeypatch, tmp_path):
         assert f" T {name}\n" in symbols, name
 
 
-def test_kernels_export_to_mindir_and_reload(kernel_core, tmp_path):
+def test_kernels_export_to_mindir_and_reload(tmp_path):
     """A graph with the AOT kernels exports to MINDIR and reloads (GraphCell) with equal outputs.
     The library's absolute path is baked into the file: deployment needs the .so at that path."""
     shapes = ((4, 6), (2, 3))
@@ -259,7 +280,7 @@ def test_kernels_export_to_mindir_and_reload(kernel_core, tmp_path):
     class Net(nn.Cell):
         def __init__(self):
             super().__init__()
-            self.core = kernel_core
+            self.core = kops.MSDeformAttnCoreKernel()
             self.gather = kops.RowGatherKernel()
 
         def construct(self, v, loc, w, x, idx):

@@ -7,8 +7,10 @@
 // small), and shape/dtype checks are host-side only (a bad value cannot be reported from a
 // kernel without a synchronisation, so samples outside a level are skipped, never read).
 //
-// COMPILED IN CI (nvcc compile check), NEVER RUN HERE: no GPU was available to this project's
-// machines. tests/test_ops_devices.py runs it against the reference where MindSpore has a GPU.
+// COMPILED IN CI (nvcc compile check), NEVER RUN ON A GPU HERE: no GPU was available to this
+// project's machines. tests/test_ops.py runs this source on the CPU instead (tests/cuda_on_host.py:
+// each launch a serial loop over the grid) against the references; tests/test_ops_devices.py
+// runs it on the device where MindSpore has a GPU.
 #include <cuda_runtime.h>
 
 #include <cstdint>

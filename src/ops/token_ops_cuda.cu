@@ -5,8 +5,10 @@
 // index outside [0, S) cannot be reported without a synchronisation, so such rows are skipped
 // (never read or written out of bounds); the CPU kernel fails on them instead.
 //
-// COMPILED IN CI (nvcc compile check), NEVER RUN HERE: no GPU was available to this project's
-// machines. tests/test_ops_devices.py runs it against the reference where MindSpore has a GPU.
+// COMPILED IN CI (nvcc compile check), NEVER RUN ON A GPU HERE: no GPU was available to this
+// project's machines. tests/test_ops.py runs this source on the CPU instead (tests/cuda_on_host.py:
+// each launch a serial loop over the grid) against the references; tests/test_ops_devices.py
+// runs it on the device where MindSpore has a GPU.
 #include <cuda_runtime.h>
 
 #include <cstdint>
