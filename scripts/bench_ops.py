@@ -23,7 +23,8 @@ Each implementation runs in its own subprocess (clean peak RSS; a crash in one d
 the others); one whose estimated peak memory exceeds 80% of MemAvailable is skipped (say so)
 unless --force, because the OOM killer may pick another process. Forward and forward+backward
 are timed after one warm-up (which includes graph compilation), median of --repeat runs, each
-synced. Forward+backward is, for msda and the block, value_and_grad of a weighted sum of the
+synced; the row operators at least ROW_OPS_MIN_REPEAT runs (a few milliseconds each: their
+median of 3 moved by a fifth between runs on the development VM). Forward+backward is, for msda and the block, value_and_grad of a weighted sum of the
 output (gradients for every float input, and for the block's parameters); for the row ops, the
 forward and the backward for a given output gradient (the gradients of x and rows), because a
 loss on the (B,S,C) output would add its own full-size multiply and gradient to both sides.
@@ -54,6 +55,7 @@ OPS = {"msda": MSDA_IMPLS, "msda_dec": MSDA_IMPLS, "row_gather": TOKEN_IMPLS, "r
 BASE_LEVELS = ((100, 167), (50, 84), (25, 42), (13, 21))
 BLOCK_LEVELS = ((68, 113), (34, 57), (17, 29), (9, 15))
 DECODER_QUERIES = 900 + 200
+ROW_OPS_MIN_REPEAT = 20
 
 
 def scaled(levels, scale):
@@ -228,6 +230,8 @@ def run_one(op, impl, mode, repeat, scale):
 
 
 def measure(op, impl, fwd, fwd_bwd, repeat):
+    if op.startswith("row_"):
+        repeat = max(repeat, ROW_OPS_MIN_REPEAT)
     first_f, fwd_t, fwd_cpu = timed(fwd, repeat)
     first_b, fwd_bwd_t, fwd_bwd_cpu = timed(fwd_bwd, repeat)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -434,7 +438,7 @@ def main():
     from src.ops.build import library_path
     library_path()  # build outside the timed subprocesses
     mc, tc, bc = msda_setup(args.scale), token_setup(args.scale), msda_setup(args.scale, "block")
-    print(f"mode={args.mode} repeat={args.repeat} scale={args.scale} threads=OMP_NUM_THREADS="
+    print(f"mode={args.mode} repeat={args.repeat} (row ops >= {ROW_OPS_MIN_REPEAT}) scale={args.scale} threads=OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'default')} cpus={os.cpu_count()}")
     print(f"msda: B={mc['B']} S={mc['S']} Q={mc['Q']} M={mc['M']} D={mc['D']} L={mc['L']} P={mc['P']} "
           f"levels={list(mc['shapes'])}")
