@@ -3,7 +3,9 @@
 Eval: every intermediate from the backbone to the post-processed detections. Training: the
 forward with real padding masks (one image has fewer valid tokens than the batch budget),
 the fixture's denoising queries and teacher-forced two-stage proposals. Tolerances and
-comparison rules are those of the golden README (see ``src.tools.parity``)."""
+comparison rules are those of the golden README (see ``src.tools.parity``). The models run with
+the fused kernels (both modes) and with the pure-MindSpore operators (graph mode, the production
+mode: the same numbers are expected from either)."""
 import json
 
 import numpy as np
@@ -27,40 +29,61 @@ ENCODER = [f"foreground_inds_l{i}" for i in range(6)] + [f"oesm_topk_global_l{i}
 DECODER = ["decoder_hidden_states", "decoder_references", "pred_logits", "pred_boxes"]
 
 
+def load_eval_model(golden_dir, kernels):
+    meta = json.load(open(golden_dir / "model_eval_r50.json"))
+    return parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels=kernels), dict(
+        np.load(golden_dir / "model_eval_r50.npz"))
+
+
+def load_train_model(golden_dir, kernels):
+    meta = json.load(open(golden_dir / "model_train_r50.json"))
+    return parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels=kernels), dict(
+        np.load(golden_dir / "model_train_r50.npz")), meta
+
+
 @pytest.fixture(scope="module")
 def eval_model(golden_dir):
-    meta = json.load(open(golden_dir / "model_eval_r50.json"))
-    return parity.build_golden_model(str(golden_dir), meta, num_classes=80), dict(
-        np.load(golden_dir / "model_eval_r50.npz"))
+    return load_eval_model(golden_dir, "kernel")
 
 
 @pytest.fixture(scope="module")
 def train_model(golden_dir):
-    meta = json.load(open(golden_dir / "model_train_r50.json"))
-    return parity.build_golden_model(str(golden_dir), meta, num_classes=80), dict(
-        np.load(golden_dir / "model_train_r50.npz")), meta
+    return load_train_model(golden_dir, "kernel")
 
 
-def test_eval_forward_and_detections(eval_model, mode):
-    model, g = eval_model
+def check_eval(model, g, mode):
     rows = parity.compare_eval("model_eval_r50", g, parity.run_eval_model(model, g, mode))
     assert_rows(rows, ["backbone_res5", "neck_l3", "pos_l0"] + ENCODER + DECODER + [
         "postprocess_topk_indices[0]", "postprocess_topk_values[1]", "det_boxes_0", "det_labels_1"])
 
 
-def test_train_forward_denoising_matching_and_losses(train_model, mode):
-    """Model forward with real masks and replayed denoising draws, then the criterion on our own
-    outputs: matchings and foreground targets exact, every loss within 1e-4 relative."""
-    model, g, meta = train_model
+def check_train(model, g, meta, mode):
     rows = parity.compare_train("model_train_r50", g, meta, parity.run_train_model(model, g, meta, mode))
     matchings = [f"match_{s}_{b}" for s in ("main", "enc", "aux_0", "aux_4") for b in (0, 1)]
     assert_rows(rows, ["mask_l0", "valid_ratios", "valid_token_nums"] + ENCODER + DECODER + [
         "aux_pred_logits", "enc_pred_logits", "enc_pred_boxes", "dn_pred_logits", "dn_pred_boxes",
         "dn_noised_labels", "dn_input_query_bbox", "dn_attn_mask", "fg_targets", "total_loss"]
         + matchings + list(meta["losses_unweighted"]))
+
+
+def test_eval_forward_and_detections(eval_model, mode):
+    check_eval(*eval_model, mode)
+
+
+def test_train_forward_denoising_matching_and_losses(train_model, mode):
+    """Model forward with real masks and replayed denoising draws, then the criterion on our own
+    outputs: matchings and foreground targets exact, every loss within 1e-4 relative."""
+    check_train(*train_model, mode)
     # the training fixture exercises the static-shape masking: image 1 keeps fewer tokens than F
+    g = train_model[1]
     focus = g["focus_token_nums"]
     assert focus[1] < focus[0] == g["encoder_foreground_topk"][0]
+
+
+def test_eval_and_train_with_pure_mindspore_operators(golden_dir):
+    """kernels.msda=gather, kernels.token_ops=reference (what 'auto' falls back to), graph mode."""
+    check_eval(*load_eval_model(golden_dir, "pure"), "graph")
+    check_train(*load_train_model(golden_dir, "pure"), "graph")
 
 
 def test_swin_t_eval_forward_and_detections(golden_dir, mode):

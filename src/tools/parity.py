@@ -1,6 +1,6 @@
 """Compare the port against fixtures produced by the official PyTorch code.
 
-    python -m src.tools.parity --golden DIR [--mode graph|pynative|both]
+    python -m src.tools.parity --golden DIR [--mode graph|pynative|both] [--kernels auto|kernel|pure]
 
 Every fixture in DIR is compared (``model_eval_*``; ``model_train_*``: training forward with the
 recorded denoising draws replayed, matchings, foreground targets and every loss; ``msda_core*``;
@@ -35,6 +35,12 @@ TOL_LOSS_REL = 1e-4   # every loss, relative
 TOL_MSDA_OUT = 1e-5
 TOL_MSDA_GRAD = 1e-4
 TOL_MSDA_LOC_GRAD = 1e-3
+
+# the operators the models are built with: the configs' default, the fused kernels (an error
+# where they cannot be built), or pure MindSpore (the four-corner gather sampling core and the
+# ops.gather / tensor_scatter_update token ops, what 'auto' falls back to)
+KERNEL_CHOICES = {"auto": [], "kernel": ["kernels.msda=kernel", "kernels.token_ops=kernel"],
+                  "pure": ["kernels.msda=gather", "kernels.token_ops=reference"]}
 
 
 @dataclass
@@ -144,8 +150,9 @@ def golden_state_dict(golden_dir, entries, seed):
                              seed, {e["name"]: e["alias_of"] for e in entries if "alias_of" in e})
 
 
-def build_golden_model(golden_dir, meta, num_classes, key_list=None):
-    """The port's model filled with ``golden_weights`` through the converter."""
+def build_golden_model(golden_dir, meta, num_classes, key_list=None, kernels="auto"):
+    """The port's model, with the operators of ``KERNEL_CHOICES[kernels]``, filled with
+    ``golden_weights`` through the converter."""
     import mindspore as ms
     from mindspore import Parameter, Tensor
 
@@ -154,7 +161,7 @@ def build_golden_model(golden_dir, meta, num_classes, key_list=None):
     from src.modeling.build import build_model
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    overrides = fixture_model_config(meta) + [f"model.num_classes={num_classes}"]
+    overrides = fixture_model_config(meta) + [f"model.num_classes={num_classes}"] + KERNEL_CHOICES[kernels]
     cfg = load_config(os.path.join(root, "config", "base.yaml"), overrides)
     model = build_model(cfg.model, cfg.kernels)
     key_list = key_list or meta.get("weights_key_list") or default_key_list(meta)
@@ -498,7 +505,7 @@ def _num_classes(entries):
     return next(e["shape"][0] for e in entries if e["name"] == "label_enc.weight")
 
 
-def compare_fixture(path, golden_dir, mode):
+def compare_fixture(path, golden_dir, mode, kernels="auto"):
     """Rows for one fixture file; a fixture that cannot be compared gives one 'not compared' row."""
     stem = os.path.splitext(os.path.basename(path))[0]
     if path.endswith(".json"):
@@ -510,10 +517,10 @@ def compare_fixture(path, golden_dir, mode):
     if stem.startswith("msda_core"):
         return compare_msda(label, g, mode)
     if stem.startswith("model_eval_") and fixture_model_config(meta):
-        model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1])
+        model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1], kernels=kernels)
         return compare_eval(label, g, run_eval_model(model, g, mode))
     if stem.startswith("model_train_") and fixture_model_config(meta):
-        model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1])
+        model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1], kernels=kernels)
         return compare_train(label, g, meta, run_train_model(model, g, meta, mode))
     note = (f"backbone of {meta.get('model', '?')!r} not supported yet" if stem.startswith("model_")
             else "unknown fixture kind")
@@ -530,6 +537,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--golden", required=True, help="fixture directory (npz + json + golden_weights.py)")
     parser.add_argument("--mode", choices=("graph", "pynative", "both"), default="both")
+    parser.add_argument("--kernels", choices=tuple(KERNEL_CHOICES), default="auto",
+                        help="operators of the models: the config default, the fused kernels, or pure MindSpore")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.golden):
         parser.error(f"--golden: no such directory {args.golden}")
@@ -546,7 +555,7 @@ def main(argv=None):
     for path in arrays:
         for mode in modes:
             start = time.time()
-            new = _safe(compare_fixture, path, args.golden, mode)
+            new = _safe(compare_fixture, path, args.golden, mode, args.kernels)
             rows.extend(new)
             print("\n".join(r.line() for r in new), flush=True)
             print(f"     {os.path.basename(path)} [{mode}] took {time.time() - start:.1f} s", flush=True)
