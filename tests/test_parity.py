@@ -103,3 +103,20 @@ def test_converter_consumes_every_official_key(golden_dir, key_list):
     assert len(rows) == 1 and rows[0].ok, rows[0].line()
     entries = json.load(open(golden_dir / key_list))["entries"]
     assert rows[0].agreement.startswith(f"{len(entries)} keys")
+
+
+def test_parity_command_reports_and_fails_on_a_wrong_fixture(golden_dir, tmp_path, capsys):
+    """The CLI end to end on a small directory: the msda fixture, a key list, and a copy of the
+    msda fixture whose recorded output is off by 1e-3 (beyond its 1e-5 tolerance)."""
+    for name in ("golden_weights.py", "msda_core.npz", "msda_core.json", "state_dict_r50_4scale.json"):
+        (tmp_path / name).symlink_to(golden_dir / name)
+    args = ["--golden", str(tmp_path), "--mode", "graph", "--kernels", "pure"]
+    assert parity.main(args) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "parity: 5 comparisons, 0 failed, 0 fixture(s) not compared"
+    g = dict(np.load(golden_dir / "msda_core.npz"))
+    g["output"] = g["output"] + 1e-3
+    np.savez(tmp_path / "msda_core_shifted.npz", **g)
+    assert parity.main(args) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "parity: 9 comparisons, 1 failed, 0 fixture(s) not compared"
+    assert any(line.startswith("FAIL msda_core_shifted[graph]") and " output " in line for line in out)

@@ -565,9 +565,9 @@ def main(argv=None):
     return 1 if failed else 0
 
 
-def _safe(fn, path, golden_dir, mode):
+def _safe(fn, path, *args):
     try:
-        return fn(path, golden_dir, mode)
+        return fn(path, *args)
     except Exception as e:  # a broken fixture is a failure of that fixture, not of the run
         return [Row(os.path.basename(path), "-", ok=False, note=f"{type(e).__name__}: {e}"[:400])]
 
