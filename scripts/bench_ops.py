@@ -24,10 +24,11 @@ the others); one whose estimated peak memory exceeds 80% of MemAvailable is skip
 unless --force, because the OOM killer may pick another process. Forward and forward+backward
 are timed after one warm-up (which includes graph compilation), median of --repeat runs, each
 synced; the row operators at least ROW_OPS_MIN_REPEAT runs (a few milliseconds each: their
-median of 3 moved by a fifth between runs on the development VM). Forward+backward is, for msda and the block, value_and_grad of a weighted sum of the
-output (gradients for every float input, and for the block's parameters); for the row ops, the
-forward and the backward for a given output gradient (the gradients of x and rows), because a
-loss on the (B,S,C) output would add its own full-size multiply and gradient to both sides.
+median of 3 moved by a fifth between runs on the development VM). Forward+backward is, for
+msda and the block, value_and_grad of a weighted sum of the output (gradients for every float
+input, and for the block's parameters); for the row ops, the forward and the backward for a
+given output gradient (the gradients of x and rows), because a loss on the (B,S,C) output
+would add its own full-size multiply and gradient to both sides.
 ``--scale`` shrinks the token and query counts (map sides by sqrt(scale)) for a quick run.
 The last line is machine-readable:
     bench_ops: msda_speedup=<x> msda_speedup_vs_gather=<x> gather_speedup=<x> scatter_speedup=<x> vs_torch=<r>
@@ -438,8 +439,8 @@ def main():
     from src.ops.build import library_path
     library_path()  # build outside the timed subprocesses
     mc, tc, bc = msda_setup(args.scale), token_setup(args.scale), msda_setup(args.scale, "block")
-    print(f"mode={args.mode} repeat={args.repeat} (row ops >= {ROW_OPS_MIN_REPEAT}) scale={args.scale} threads=OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'default')} cpus={os.cpu_count()}")
+    print(f"mode={args.mode} repeat={args.repeat} (row ops >= {ROW_OPS_MIN_REPEAT}) scale={args.scale} "
+          f"threads=OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')} cpus={os.cpu_count()}")
     print(f"msda: B={mc['B']} S={mc['S']} Q={mc['Q']} M={mc['M']} D={mc['D']} L={mc['L']} P={mc['P']} "
           f"levels={list(mc['shapes'])}")
     print(f"token ops: B={tc['B']} S={tc['S']} C={tc['C']} K={tc['K']} (row_gather: K rows out; row_scatter: K rows back, count=(K, K/2))")

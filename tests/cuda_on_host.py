@@ -47,5 +47,7 @@ def build_library(directory):
     library = directory / "focus_detr_ops_cuda_on_host.so"
     cmd = [build.CXX, "-O2", "-std=c++17", "-shared", "-fPIC", "-D_GLIBCXX_USE_CXX11_ABI=0",
            f"-I{HERE / 'cuda_on_host'}", f"-I{build.SRC_DIR}", "-o", str(library), *sources]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"host build of the CUDA sources failed: {' '.join(cmd)}\n{proc.stderr[-4000:]}")
     return str(library)

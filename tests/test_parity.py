@@ -29,26 +29,21 @@ ENCODER = [f"foreground_inds_l{i}" for i in range(6)] + [f"oesm_topk_global_l{i}
 DECODER = ["decoder_hidden_states", "decoder_references", "pred_logits", "pred_boxes"]
 
 
-def load_eval_model(golden_dir, kernels):
-    meta = json.load(open(golden_dir / "model_eval_r50.json"))
-    return parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels=kernels), dict(
-        np.load(golden_dir / "model_eval_r50.npz"))
-
-
-def load_train_model(golden_dir, kernels):
-    meta = json.load(open(golden_dir / "model_train_r50.json"))
-    return parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels=kernels), dict(
-        np.load(golden_dir / "model_train_r50.npz")), meta
+def load_model(golden_dir, stem, kernels):
+    """(model with the fixture's weights and ``kernels`` operators, fixture arrays, fixture meta)."""
+    meta = json.load(open(golden_dir / f"{stem}.json"))
+    model = parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels=kernels)
+    return model, dict(np.load(golden_dir / f"{stem}.npz")), meta
 
 
 @pytest.fixture(scope="module")
 def eval_model(golden_dir):
-    return load_eval_model(golden_dir, "kernel")
+    return load_model(golden_dir, "model_eval_r50", "kernel")[:2]
 
 
 @pytest.fixture(scope="module")
 def train_model(golden_dir):
-    return load_train_model(golden_dir, "kernel")
+    return load_model(golden_dir, "model_train_r50", "kernel")
 
 
 def check_eval(model, g, mode):
@@ -82,8 +77,8 @@ def test_train_forward_denoising_matching_and_losses(train_model, mode):
 
 def test_eval_and_train_with_pure_mindspore_operators(golden_dir):
     """kernels.msda=gather, kernels.token_ops=reference (what 'auto' falls back to), graph mode."""
-    check_eval(*load_eval_model(golden_dir, "pure"), "graph")
-    check_train(*load_train_model(golden_dir, "pure"), "graph")
+    check_eval(*load_model(golden_dir, "model_eval_r50", "pure")[:2], "graph")
+    check_train(*load_model(golden_dir, "model_train_r50", "pure"), "graph")
 
 
 def test_swin_t_eval_forward_and_detections(golden_dir, mode):
