@@ -1,7 +1,8 @@
 """Builds the CUDA sources of ``src/ops`` as a host library, so the CPU test suite runs the CUDA
-kernels' code against the references (tests/test_ops.py): every launch
+kernels' code against the references (tests/test_ops.py, tests/test_lsap_kernel.py): every launch
 ``kernel<<<grid, block, shared, stream>>>(args);`` is rewritten into a serial loop over the grid
-(``launch_on_host`` in ``cuda_on_host/cuda_runtime.h``, which stands in for the CUDA runtime).
+(``launch_on_host`` in ``cuda_on_host/cuda_runtime.h``, which stands in for the CUDA runtime:
+copies of any kind are memcpy, stream synchronisation returns at once).
 The library has the same AOT entry points as the GPU one and is loaded by ``ops.Custom`` on CPU.
 """
 import re

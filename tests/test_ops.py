@@ -266,7 +266,8 @@ def test_cuda_sources_compile(fresh_build_state, monkeypatch, tmp_path):
     assert path.startswith(str(tmp_path)) and "_gpu_" in path
     symbols = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True, text=True, check=True).stdout
     for name in ("MSDAForward", "MSDABackward", "MSDAForwardInferShape", "MSDAForwardInferType", "RowGather",
-                 "RowGatherGrad", "RowScatter", "RowScatterGrad", "RowGatherInferShape", "RowScatterInferShape"):
+                 "RowGatherGrad", "RowScatter", "RowScatterGrad", "RowGatherInferShape", "RowScatterInferShape",
+                 "LinearSumAssignment"):
         assert f" T {name}\n" in symbols, name
 
 

@@ -16,7 +16,9 @@ from mindspore import Tensor
 
 from ..checkpoint import save_checkpoint_atomic
 from ..data import AugmentConfig, CocoDetection, build_loader, plan_epoch
+from ..losses.assignment import build_assignment
 from ..losses.criterion import FocusDETRCriterion, loss_keys
+from ..losses.matcher import HungarianMatcher
 from ..modeling.denoising import prepare_denoising
 from .distributed import all_gather_rows
 from .evaluator import coco_evaluate, format_stats, predict, results_to_rows, rows_to_results
@@ -93,6 +95,7 @@ class Trainer:
         self.schedule = StepSchedule(tc.lr, tc.lr_milestones, tc.lr_gammas, tc.warmup_iters, tc.warmup_factor)
         apply_mixed_precision(model, tc.amp_level)
         criterion = FocusDETRCriterion(num_classes=cfg.model.num_classes, num_layers=cfg.model.num_decoder_layers,
+                                       matcher=HungarianMatcher(assignment=build_assignment(cfg.kernels.matcher)),
                                        num_boxes_all_reduce=world_size > 1)
         params, lr_mults, decays = parameter_groups(model, tc.weight_decay, tc.backbone_lr_mult)
         self.optimizer = AdamW(params, lr_mults, decays, tuple(tc.betas), tc.eps)

@@ -1,32 +1,22 @@
 """Hungarian matcher (detrex ``HungarianMatcher`` with the focal class cost).
 
-The cost matrix is built with MindSpore ops on static shapes; the assignment itself runs in
-scipy through an ``ops.Custom(func_type="pyfunc")`` node, so the whole criterion stays one
-graph that ``mindspore.value_and_grad`` can differentiate in GRAPH_MODE (the cost enters the
-node through ``stop_gradient`` and the node's outputs are integer indices, so no gradient
-flows through it, as under the reference's ``torch.no_grad``).
+The cost matrix is built with MindSpore ops on static shapes; the assignment itself is one of
+the backends of ``assignment.build_assignment`` (``kernels.matcher``), so the whole criterion
+stays one graph that ``mindspore.value_and_grad`` can differentiate in GRAPH_MODE on every
+device. The cost enters the assignment through ``stop_gradient`` and its outputs are integer
+indices, so no gradient flows through it, as under the reference's ``torch.no_grad``.
 """
 import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
-from scipy.optimize import linear_sum_assignment
 
 from ..layers.box_ops import box_cxcywh_to_xyxy, pairwise_generalized_box_iou
+from .assignment import build_assignment
 
-
-def assign_queries(cost, num_valid):
-    """Host side of the matcher: ``cost`` (N,Q,M) float32, ``num_valid`` (N,) int32 (the valid
-    GT of each image come first). Returns (N,M) int32: the query matched to each GT, -1 for
-    padded GT (and for GT left over when M > Q)."""
-    matched = np.full((cost.shape[0], cost.shape[2]), -1, np.int32)
-    # a non-finite forward (float16 overflow, divergence) makes scipy raise; any assignment will
-    # do, because the loss is non-finite too and the train step is skipped and counted
-    cost = np.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
-    for i, n in enumerate(np.asarray(num_valid)):
-        if n > 0:
-            rows, cols = linear_sum_assignment(cost[i, :, :n])
-            matched[i, cols] = rows
-    return matched
+# a non-finite forward (float16 overflow, divergence) would make every solver fail; any
+# assignment will do then, because the loss is non-finite too and the train step is skipped
+# and counted. Finite costs are O(10), far inside this bound.
+COST_BOUND = 1e8
 
 
 def scipy_order(matched_query):
@@ -38,19 +28,17 @@ def scipy_order(matched_query):
     return src[order].astype(np.int64), tgt[order].astype(np.int64)
 
 
-_assign_op = ops.Custom(assign_queries, out_shape=lambda cost, n: (cost[0], cost[2]), out_dtype=ms.int32,
-                        func_type="pyfunc")
-
-
 class HungarianMatcher(nn.Cell):
     """Inputs share their leading batch dims ``...`` (e.g. (layers, B)): ``logits`` (...,Q,C),
     ``boxes`` (...,Q,4) cxcywh, ``gt_boxes`` (...,M,4) cxcywh, ``gt_labels`` (...,M) int32 in
     [0,C) (padded entries must already hold a valid class), ``gt_valid`` (...,M) bool with the
     valid entries first. Returns the matched query of every GT, (...,M) int32, -1 = none.
+    ``assignment``: a backend of ``assignment.build_assignment`` (default: its 'auto').
     """
 
-    def __init__(self, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2.0):
+    def __init__(self, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2.0, assignment=None):
         super().__init__()
+        self.assignment = build_assignment() if assignment is None else assignment
         self.cost_class = cost_class
         self.cost_bbox = cost_bbox
         self.cost_giou = cost_giou
@@ -71,7 +59,8 @@ class HungarianMatcher(nn.Cell):
 
     def construct(self, logits, boxes, gt_boxes, gt_labels, gt_valid):
         cost = ops.stop_gradient(self.cost_matrix(logits, boxes, gt_boxes, gt_labels))
+        cost = ops.clamp(ops.where(ops.isnan(cost), COST_BOUND, cost), -COST_BOUND, COST_BOUND)
         lead = cost.shape[:-2]
         flat_cost = cost.reshape((-1,) + cost.shape[-2:])
         num_valid = gt_valid.astype(ms.int32).sum(-1).reshape(-1)
-        return _assign_op(flat_cost, num_valid).reshape(lead + (cost.shape[-1],))
+        return self.assignment(flat_cost, num_valid).reshape(lead + (cost.shape[-1],))

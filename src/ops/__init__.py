@@ -2,6 +2,7 @@
 
 * ``MSDeformAttnCoreKernel``: fused multi-scale deformable attention sampling core.
 * ``RowGatherKernel`` / ``RowScatterKernel``: sparse token gather/scatter.
+* ``LinearSumAssignmentKernel``: the Hungarian matcher's batched assignment (scipy's, exactly).
 
 Each exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use (``src.ops.build``).
 On Ascend the sampling core is MindSpore's built-in fused operator (``MSDeformAttnCoreAscend``)
@@ -12,9 +13,11 @@ process and operator, and the caller uses its pure-MindSpore implementation.
 """
 import logging
 
-from .build import KernelUnavailable, check_available, current_device, is_available, library_path  # noqa: F401
+from .build import (KernelUnavailable, check_available, current_device, is_available, library_path,  # noqa: F401
+                    running_on_target, target_device)
 from .msda_ascend import MSDeformAttnCoreAscend  # noqa: F401
 from .msda_kernel import MSDeformAttnCoreKernel  # noqa: F401
+from .lsap_kernel import LinearSumAssignmentKernel  # noqa: F401
 from .token_kernel import RowGatherKernel, RowScatterKernel  # noqa: F401
 
 log = logging.getLogger("focus_detr.ops")
@@ -32,7 +35,9 @@ def msda_core_or_none(required=False, fallback="reference"):
     """The fused core of the current device (``MSDeformAttnCoreAscend`` on Ascend, else
     ``MSDeformAttnCoreKernel``), or None (one warning) when it cannot run here and not required."""
     try:
-        return MSDeformAttnCoreAscend() if current_device() == "Ascend" else MSDeformAttnCoreKernel()
+        if current_device() == "Ascend":  # probed only where it can run (not inside target_device)
+            return MSDeformAttnCoreAscend(probe=running_on_target())
+        return MSDeformAttnCoreKernel()
     except KernelUnavailable as e:
         if required:
             raise
@@ -48,4 +53,15 @@ def token_ops_or_none(required=False, fallback="reference"):
         if required:
             raise
         _warn_once("token gather/scatter", fallback, e)
+        return None
+
+
+def assignment_kernel_or_none(required=False, fallback="scipy pyfunc"):
+    """``LinearSumAssignmentKernel()``, or None (one warning) as ``msda_core_or_none``."""
+    try:
+        return LinearSumAssignmentKernel()
+    except KernelUnavailable as e:
+        if required:
+            raise
+        _warn_once("linear sum assignment", fallback, e)
         return None

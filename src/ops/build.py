@@ -12,6 +12,7 @@ CUDA: MindSpore's own auto-compile of ``.cu`` files passes ``compute_70``, which
 rejects, so the library is precompiled here for ``$FOCUS_DETR_CUDA_ARCHS`` (default 80 and 90:
 A100, H100/H200). ``python -m src.ops.build [CPU|GPU]`` builds ahead of time and prints the path.
 """
+import contextlib
 import fcntl
 import glob
 import hashlib
@@ -32,9 +33,9 @@ log = logging.getLogger("focus_detr.ops")
 SRC_DIR = Path(__file__).resolve().parent
 REPO = SRC_DIR.parents[1]
 LIB_STEM = "focus_detr_ops"
-SOURCES = {"CPU": ("msda_cpu.cpp", "token_ops_cpu.cpp", "aot_infer.cpp"),
-           "GPU": ("msda_cuda.cu", "token_ops_cuda.cu", "aot_infer.cpp")}
-HEADERS = ("msda_sampling.h",)
+SOURCES = {"CPU": ("msda_cpu.cpp", "token_ops_cpu.cpp", "lsap_cpu.cpp", "aot_infer.cpp"),
+           "GPU": ("msda_cuda.cu", "token_ops_cuda.cu", "lsap_cuda.cu", "aot_infer.cpp")}
+HEADERS = ("msda_sampling.h", "lsap.h")
 SUPPORTED_DEVICES = tuple(SOURCES)
 # the compilers; tests monkeypatch these attributes to simulate missing ones
 CXX = os.environ.get("CXX", "g++")
@@ -148,7 +149,7 @@ def _build(device, compiler, flags):
     if device == "CPU":
         digest.update(platform.machine().encode() + _cpu_signature().encode())
     out_dir = cache_dir()
-    stem = LIB_STEM if device == "CPU" else f"{LIB_STEM}_{device.lower()}"
+    stem = _library_stem(device)
     target = out_dir / f"{stem}_{digest.hexdigest()[:16]}.so"
     if target.is_file():
         return str(target)
@@ -173,8 +174,49 @@ def _build(device, compiler, flags):
     return str(target)
 
 
+_target_override = []  # stack of devices set by ``target_device``
+
+
+@contextlib.contextmanager
+def target_device(device):
+    """Build Cells for ``device`` while this process runs on another one.
+
+    Inside the block every dispatch point picks what it would pick on ``device`` and the kernel
+    Cells reference that device's library, but nothing is probed or run there: the graphs built
+    this way can be compiled to MINDIR (frontend only) and inspected, which is how the
+    portability check sees the Ascend and GPU graphs on a CPU-only machine."""
+    if device not in ("CPU", "GPU", "Ascend"):
+        raise ValueError(f"unknown device {device!r} (CPU | GPU | Ascend)")
+    _target_override.append(device)
+    try:
+        yield device
+    finally:
+        _target_override.pop()
+
+
+def library_device(path):
+    """The device a library built by ``library_path`` is for, from its file name; None for any
+    other file (the portability check trusts an AOT operator only on its library's device)."""
+    name = os.path.basename(path)
+    for device in SUPPORTED_DEVICES:
+        stem = _library_stem(device)
+        if name.startswith(stem + "_") and name.endswith(".so") and len(name) == len(stem) + 20:
+            return device
+    return None
+
+
+def _library_stem(device):
+    return LIB_STEM if device == "CPU" else f"{LIB_STEM}_{device.lower()}"
+
+
 def current_device():
-    return ms.get_context("device_target")
+    """The device the Cells being built are meant for (``target_device`` or the context's)."""
+    return _target_override[-1] if _target_override else ms.get_context("device_target")
+
+
+def running_on_target():
+    """False inside ``target_device`` for a device this process is not running on (no probing)."""
+    return current_device() == ms.get_context("device_target")
 
 
 def check_available(device=None):

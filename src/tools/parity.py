@@ -1,6 +1,7 @@
 """Compare the port against fixtures produced by the official PyTorch code.
 
     python -m src.tools.parity --golden DIR [--mode graph|pynative|both] [--kernels auto|kernel|pure]
+        [--matcher auto|builtin|kernel|pyfunc]
 
 Every fixture in DIR is compared (``model_eval_*``; ``model_train_*``: training forward with the
 recorded denoising draws replayed, matchings, foreground targets and every loss; ``msda_core*``;
@@ -323,13 +324,15 @@ def fixture_denoising(g, num_classes, dn_cfg):
                              num_queries=g["two_stage_topk_inds"].shape[1], draws=draws)
 
 
-def run_train_model(model, g, meta, mode):
+def run_train_model(model, g, meta, mode, matcher="auto"):
     """Training-mode forward (denoising replayed, two-stage top-k teacher-forced) and the
-    criterion on its outputs."""
+    criterion on its outputs (assignment backend ``matcher``: a ``kernels.matcher`` value)."""
     import mindspore as ms
     from mindspore import Tensor
 
+    from src.losses.assignment import build_assignment
     from src.losses.criterion import FocusDETRCriterion
+    from src.losses.matcher import HungarianMatcher
     from src.modeling.focus_detr import named_outputs
 
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
@@ -343,7 +346,8 @@ def run_train_model(model, g, meta, mode):
     crit = meta["criterion"]
     criterion = FocusDETRCriterion(num_classes=model.num_classes, focal_alpha=crit["focal_alpha"],
                                    focal_gamma=crit["focal_gamma"], fg_strides=tuple(crit["fg_strides"]),
-                                   fg_limit_ranges=tuple(tuple(r) for r in crit["fg_limit_range"]))
+                                   fg_limit_ranges=tuple(tuple(r) for r in crit["fg_limit_range"]),
+                                   matcher=HungarianMatcher(assignment=build_assignment(matcher)))
     boxes, labels, valid = fixture_targets(g)
     total, losses, matches, fg_targets = criterion(raw[0], Tensor(boxes), Tensor(labels), Tensor(valid),
                                                    Tensor(sizes), tuple(images.shape[2:]),
@@ -505,7 +509,7 @@ def _num_classes(entries):
     return next(e["shape"][0] for e in entries if e["name"] == "label_enc.weight")
 
 
-def compare_fixture(path, golden_dir, mode, kernels="auto"):
+def compare_fixture(path, golden_dir, mode, kernels="auto", matcher="auto"):
     """Rows for one fixture file; a fixture that cannot be compared gives one 'not compared' row."""
     stem = os.path.splitext(os.path.basename(path))[0]
     if path.endswith(".json"):
@@ -521,7 +525,7 @@ def compare_fixture(path, golden_dir, mode, kernels="auto"):
         return compare_eval(label, g, run_eval_model(model, g, mode))
     if stem.startswith("model_train_") and fixture_model_config(meta):
         model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1], kernels=kernels)
-        return compare_train(label, g, meta, run_train_model(model, g, meta, mode))
+        return compare_train(label, g, meta, run_train_model(model, g, meta, mode, matcher))
     note = (f"backbone of {meta.get('model', '?')!r} not supported yet" if stem.startswith("model_")
             else "unknown fixture kind")
     return [Row(label, "-", ok=True, agreement="not compared", note=note)]
@@ -539,6 +543,8 @@ def main(argv=None):
     parser.add_argument("--mode", choices=("graph", "pynative", "both"), default="both")
     parser.add_argument("--kernels", choices=tuple(KERNEL_CHOICES), default="auto",
                         help="operators of the models: the config default, the fused kernels, or pure MindSpore")
+    parser.add_argument("--matcher", choices=("auto", "builtin", "kernel", "pyfunc"), default="auto",
+                        help="assignment backend of the training fixtures' matcher (kernels.matcher)")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.golden):
         parser.error(f"--golden: no such directory {args.golden}")
@@ -555,7 +561,7 @@ def main(argv=None):
     for path in arrays:
         for mode in modes:
             start = time.time()
-            new = _safe(compare_fixture, path, args.golden, mode, args.kernels)
+            new = _safe(compare_fixture, path, args.golden, mode, args.kernels, args.matcher)
             rows.extend(new)
             print("\n".join(r.line() for r in new), flush=True)
             print(f"     {os.path.basename(path)} [{mode}] took {time.time() - start:.1f} s", flush=True)
