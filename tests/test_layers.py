@@ -166,3 +166,52 @@ def test_msda_core_matches_golden(mode, golden_dir, impl):
     assert len(rows) == 4
     for row in rows:
         assert row.ok, row.line()
+
+
+class WeightedSum(nn.Cell):
+    """sum(fn(*inputs) * weights): a loss whose gradient reaches every output element differently."""
+
+    def __init__(self, fn, weights):
+        super().__init__()
+        self.fn, self.weights = fn, Tensor(weights)
+
+    def construct(self, *args):
+        return (self.fn(*args) * self.weights).sum()
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_portable_concat_equals_ops_concat(mode, axis):
+    from mindspore import ops
+    from src.layers.portable_backward import concat
+
+    shapes = [(2, 3, 4), (2, 3, 4), (2, 3, 4)]
+    shapes[1] = tuple(5 if i == axis % 3 else s for i, s in enumerate(shapes[1]))
+    inputs = [Tensor(RNG.normal(size=s).astype(np.float32)) for s in shapes]
+    out_shape = list(shapes[0])
+    out_shape[axis] = sum(s[axis] for s in shapes)
+    weights = RNG.normal(size=out_shape).astype(np.float32)
+    def ours_fn(a, b, c):
+        return concat([a, b * 2.0, c], axis)
+
+    def theirs_fn(a, b, c):
+        return ops.concat([a, b * 2.0, c], axis)
+
+    np.testing.assert_array_equal(Fn(ours_fn)(*inputs).asnumpy(), Fn(theirs_fn)(*inputs).asnumpy())
+    ours, theirs = WeightedSum(ours_fn, weights), WeightedSum(theirs_fn, weights)
+    for got, want in zip(ms.grad(ours, (0, 1, 2))(*inputs), ms.grad(theirs, (0, 1, 2))(*inputs)):
+        np.testing.assert_array_equal(got.asnumpy(), want.asnumpy())  # slices of the same gradient
+
+
+def test_portable_gelu_equals_mindspore_gelu(mode):
+    from scipy.special import erf
+    from src.layers.portable_backward import GELU
+
+    x = np.concatenate([np.linspace(-8, 8, 401), RNG.normal(size=199) * 3]).astype(np.float32).reshape(20, 30)
+    weights = RNG.normal(size=x.shape).astype(np.float32)
+    ours, theirs = GELU(), nn.GELU(approximate=False)
+    np.testing.assert_array_equal(ours(Tensor(x)).asnumpy(), theirs(Tensor(x)).asnumpy())
+    grad = ms.grad(WeightedSum(ours, weights))(Tensor(x)).asnumpy()
+    x64 = x.astype(np.float64)
+    exact = weights * (0.5 * (1 + erf(x64 / math.sqrt(2))) + x64 * np.exp(-x64 * x64 / 2) / math.sqrt(2 * math.pi))
+    np.testing.assert_allclose(grad, exact, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, ms.grad(WeightedSum(theirs, weights))(Tensor(x)).asnumpy(), rtol=1e-5, atol=1e-6)

@@ -137,6 +137,24 @@ def generate_synthetic_coco(root, num_train, num_val, size_range=(256, 320), num
         _write_split(root, split, count, num_classes, seed, size_range, max_objects, min_object_size)
 
 
+def random_train_batch(rng, batch, height, width, max_boxes, boxes, num_classes):
+    """A training batch in the loader's padded layout (``src/data/loader.py``) without any file:
+    random images filling the (height, width) canvas, the first ``boxes`` of ``max_boxes`` GT
+    slots valid with random boxes inside the image. For benchmarks and graph checks, whose
+    results depend on the shapes only. Returns (images, image_sizes, gt_boxes, gt_labels, gt_valid)."""
+    images = rng.uniform(0.0, 255.0, (batch, 3, height, width)).astype(np.float32)
+    image_sizes = np.tile(np.array([height, width], np.int32), (batch, 1))
+    gt_boxes = np.zeros((batch, max_boxes, 4), np.float32)
+    gt_labels = np.zeros((batch, max_boxes), np.int32)
+    gt_valid = np.zeros((batch, max_boxes), bool)
+    wh = rng.uniform(0.05, 0.5, (batch, boxes, 2))
+    centre = wh / 2 + rng.uniform(0.0, 1.0, (batch, boxes, 2)) * (1.0 - wh)
+    gt_boxes[:, :boxes] = np.concatenate([centre, wh], axis=-1)
+    gt_labels[:, :boxes] = rng.integers(0, num_classes, (batch, boxes))
+    gt_valid[:, :boxes] = True
+    return images, image_sizes, gt_boxes, gt_labels, gt_valid
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True)

@@ -6,6 +6,8 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 import mindspore as ms
 
+from .portable_backward import concat
+
 
 def _inverse_frequencies(num_feats, temperature):
     k = np.arange(num_feats, dtype=np.float32)
@@ -44,7 +46,7 @@ class PositionEmbeddingSine(nn.Cell):
             x_embed = (x_embed + self.offset) / (x_embed[:, :, -1:] + self.eps) * self.scale
         pos_y = _interleaved_sin_cos(y_embed, self.dim_t, self.even)
         pos_x = _interleaved_sin_cos(x_embed, self.dim_t, self.even)
-        return ops.concat([pos_y, pos_x], -1).transpose(0, 3, 1, 2)
+        return concat([pos_y, pos_x], -1).transpose(0, 3, 1, 2)
 
 
 class BoxSineEmbedding(nn.Cell):
@@ -60,4 +62,4 @@ class BoxSineEmbedding(nn.Cell):
     def construct(self, pos):
         emb = _interleaved_sin_cos(pos * self.scale, self.dim_t, self.even)  # (..., n, F)
         parts = ops.unbind(emb, -2)
-        return ops.concat((parts[1], parts[0]) + tuple(parts[2:]), -1)
+        return concat((parts[1], parts[0]) + tuple(parts[2:]), -1)

@@ -24,6 +24,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.box_ops import box_cxcywh_to_xyxy
+from ..layers.portable_backward import concat
 from .focal import sigmoid_focal_loss
 from .foreground_targets import ForegroundTargets, foreground_focal_loss
 from .matcher import HungarianMatcher
@@ -165,8 +166,8 @@ class FocusDETRCriterion(nn.Cell):
         fg_targets = self.foreground_targets(gt_boxes, gt_valid, image_sizes, canvas_hw)
         select_loss = foreground_focal_loss(fg_logits[..., 0], fg_targets.astype(ms.float32))
 
-        all_logits = ops.concat([pred_logits, enc_logits[None]], 0)
-        all_boxes = ops.concat([pred_boxes, enc_boxes[None]], 0)
+        all_logits = concat([pred_logits, enc_logits[None]], 0)
+        all_boxes = concat([pred_boxes, enc_boxes[None]], 0)
         (cls, bbox, giou), matches = self.matched_losses(all_logits, all_boxes, gt_boxes, gt_labels, gt_valid,
                                                          num_boxes)
         dn_cls, dn_bbox, dn_giou = self.denoising_losses(dn_logits, dn_boxes, gt_boxes, gt_labels, dn_targets,

@@ -8,6 +8,7 @@ from ..layers.attention import MultiheadAttention
 from ..layers.box_ops import inverse_sigmoid
 from ..layers.mlp import FFN, MLP
 from ..layers.ms_deform_attn import MultiScaleDeformableAttention
+from ..layers.portable_backward import concat
 from ..layers.position_embedding import BoxSineEmbedding
 
 
@@ -71,7 +72,7 @@ class DINODecoder(nn.Cell):
         self.box_sine = BoxSineEmbedding(embed_dim // 2)
 
     def construct(self, query, reference, memory, memory_mask, valid_ratios, spatial_shapes, attn_mask):
-        ratios = ops.concat([valid_ratios, valid_ratios], -1)[:, None]  # (B,1,L,4)
+        ratios = concat([valid_ratios, valid_ratios], -1)[:, None]  # (B,1,L,4)
         hidden = []
         references = []
         for lid, layer in enumerate(self.layers):

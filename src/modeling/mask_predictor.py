@@ -2,6 +2,8 @@
 each token's local half with the mean of the global half over the whole level."""
 from mindspore import nn, ops
 
+from ..layers.portable_backward import GELU, concat
+
 
 class MaskPredictor(nn.Cell):
     """(B,N,in_dim) tokens of one level -> (B,N,1) foreground logits.
@@ -16,13 +18,13 @@ class MaskPredictor(nn.Cell):
         self.layer1 = nn.SequentialCell([
             nn.LayerNorm((in_dim,), epsilon=1e-5),
             nn.Dense(in_dim, h_dim),
-            nn.GELU(approximate=False),
+            GELU(),
         ])
         self.layer2 = nn.SequentialCell([
             nn.Dense(h_dim, h_dim // 2),
-            nn.GELU(approximate=False),
+            GELU(),
             nn.Dense(h_dim // 2, h_dim // 4),
-            nn.GELU(approximate=False),
+            GELU(),
             nn.Dense(h_dim // 4, 1),
         ])
 
@@ -31,4 +33,4 @@ class MaskPredictor(nn.Cell):
         half = self.h_dim // 2
         z_local = z[..., :half]
         z_global = ops.broadcast_to(z[..., half:].mean(1, keep_dims=True), z_local.shape)
-        return self.layer2(ops.concat([z_local, z_global], -1))
+        return self.layer2(concat([z_local, z_global], -1))

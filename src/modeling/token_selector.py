@@ -13,6 +13,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from ..layers.portable_backward import concat
 from .mask_predictor import MaskPredictor
 
 
@@ -63,7 +64,7 @@ class ForegroundTokenSelector(nn.Cell):
             x = x + x * up.reshape(bsz, h * w, 1) * self.alpha[i - 1]
             prev = self.mask_predictor(x).reshape(bsz, 1, h, w)
             per_level[lvl] = prev
-        raw = ops.concat([s.reshape(bsz, -1, 1) for s in per_level], 1)
+        raw = concat([s.reshape(bsz, -1, 1) for s in per_level], 1)
         selection = ops.where(mask_flatten, ops.amin(raw), raw.squeeze(-1))
         return raw, selection
 

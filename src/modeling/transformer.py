@@ -6,6 +6,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
 from ..layers.masking import zero_masked_rows
+from ..layers.portable_backward import concat
 from .decoder import DINODecoder
 from .encoder import FocusEncoder
 from .token_selector import ForegroundTokenSelector
@@ -13,7 +14,7 @@ from .token_selector import ForegroundTokenSelector
 
 def flatten_levels(maps):
     """[(B,C,h,w)] -> (B, sum h*w, C), level 0 first, row-major inside a level."""
-    return ops.concat([m.reshape(m.shape[0], m.shape[1], -1).transpose(0, 2, 1) for m in maps], 1)
+    return concat([m.reshape(m.shape[0], m.shape[1], -1).transpose(0, 2, 1) for m in maps], 1)
 
 
 def valid_ratios_of(masks):
@@ -42,7 +43,7 @@ def encoder_reference_points(spatial_shapes, valid_ratios):
         ref_y = (ys + 0.5) / (valid_ratios[:, None, lvl, 1] * h)
         ref_x = (xs + 0.5) / (valid_ratios[:, None, lvl, 0] * w)
         refs.append(ops.stack([ref_x, ref_y], -1))
-    return ops.concat(refs, 1)[:, :, None] * valid_ratios[:, None]
+    return concat(refs, 1)[:, :, None] * valid_ratios[:, None]
 
 
 class FocusDETRTransformer(nn.Cell):
@@ -81,7 +82,7 @@ class FocusDETRTransformer(nn.Cell):
             wh = ops.ones_like(cx) * 0.05 * (2.0 ** lvl)
             props.append(ops.stack([cx, cy, wh, wh], -1))
             start += h * w
-        props = ops.concat(props, 1)
+        props = concat(props, 1)
         valid = ops.logical_and(props > 0.01, props < 0.99).all(-1)
         invalid = ops.logical_or(mask_flatten, ops.logical_not(valid))
         unact = ops.where(invalid[..., None], float("inf"), ops.log(props / (1 - props)))
@@ -95,7 +96,7 @@ class FocusDETRTransformer(nn.Cell):
                   attn_mask=None, topk_override=None):
         spatial_shapes = tuple((f.shape[2], f.shape[3]) for f in feats)
         src = flatten_levels(feats)
-        mask_flatten = ops.concat([m.reshape(m.shape[0], -1) for m in masks], 1)
+        mask_flatten = concat([m.reshape(m.shape[0], -1) for m in masks], 1)
         lvl_pos = flatten_levels([p + self.level_embeds[lvl].reshape(1, -1, 1, 1)
                                   for lvl, p in enumerate(pos_embeds)])
         valid_ratios = valid_ratios_of(masks)
@@ -124,8 +125,8 @@ class FocusDETRTransformer(nn.Cell):
         bsz = src.shape[0]
         query = ops.broadcast_to(self.tgt_embed.embedding_table[None], (bsz,) + self.tgt_embed.embedding_table.shape)
         if dn_query is not None:
-            query = ops.concat([dn_query, query], 1)
-            reference = ops.concat([ops.sigmoid(dn_reference_unact), reference], 1)
+            query = concat([dn_query, query], 1)
+            reference = concat([ops.sigmoid(dn_reference_unact), reference], 1)
         hidden, references = self.decoder(query, reference, memory, mask_flatten, valid_ratios,
                                           spatial_shapes, attn_mask)
         outputs = (hidden, reference, references, head(target_unact), ops.sigmoid(topk_coords_unact), raw_scores)

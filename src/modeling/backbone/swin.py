@@ -35,6 +35,8 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 from mindcv.models.layers.drop_path import DropPath
 
+from ...layers.portable_backward import GELU, concat
+
 __all__ = ["SwinBackbone", "SWIN_VARIANTS", "swin_backbone", "relative_position_index",
            "shifted_window_mask"]
 
@@ -105,8 +107,8 @@ def _roll_hw(x, shift):
     """torch.roll(x, (shift, shift), dims=(1, 2)) of a (B, H, W, C) map with 0 < |shift| < H, W."""
     h, w = x.shape[1], x.shape[2]
     sh, sw = shift % h, shift % w
-    x = ops.concat((x[:, h - sh:], x[:, :h - sh]), 1)
-    return ops.concat((x[:, :, w - sw:], x[:, :, :w - sw]), 2)
+    x = concat((x[:, h - sh:], x[:, :h - sh]), 1)
+    return concat((x[:, :, w - sw:], x[:, :, :w - sw]), 2)
 
 
 class Mlp(nn.Cell):
@@ -115,7 +117,7 @@ class Mlp(nn.Cell):
     def __init__(self, dim, hidden_dim):
         super().__init__()
         self.fc1 = _dense(dim, hidden_dim)
-        self.act = nn.GELU(approximate=False)
+        self.act = GELU()
         self.fc2 = _dense(hidden_dim, dim)
 
     def construct(self, x):
