@@ -3,9 +3,10 @@ to another device): the fused operators of ``--device GPU|Ascend`` against the p
 references, forward and gradients, in GRAPH_MODE and PYNATIVE_MODE. Exit code 77: MindSpore has
 no usable device of that kind here. Otherwise one line per comparison; exit 0 only if all pass.
 
-GPU: the CUDA deformable sampling and token gather/scatter kernels. Ascend: the built-in fused
-deformable attention with both (x, y) orders of the locations; the configured order must be the
-one that matches (``src.ops.msda_ascend.LOCATION_ORDER``).
+GPU: the CUDA deformable sampling and token gather/scatter kernels and the assignment operator.
+Ascend: the built-in fused deformable attention with both (x, y) orders of the locations (the
+configured order must be the one that matches, ``src.ops.msda_ascend.LOCATION_ORDER``) and the
+built-in assignment. The assignments must equal scipy's exactly (random and tie-heavy costs).
 """
 import argparse
 import os
@@ -49,6 +50,8 @@ def main():
         return NO_DEVICE
     from src.layers.ms_deform_attn import MSDeformAttnCoreGather
     from src.layers.token_ops import RowGatherReference, RowScatterReference
+    from src.losses.assignment import AssignmentBuiltin, assign_queries
+    from src.ops import LinearSumAssignmentKernel
     from src.ops import MSDeformAttnCoreAscend, MSDeformAttnCoreKernel, RowGatherKernel, RowScatterKernel
     from src.ops.msda_ascend import LOCATION_ORDER
     from src.tools.parity import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT, msda_core_outputs
@@ -63,6 +66,9 @@ def main():
                 np.stack([rng.permutation(300)[:40] for _ in range(2)]).astype(np.int32),
                 rng.normal(size=(2, 40, 16)).astype(np.float32), np.array([40, 17], np.int32),
                 rng.normal(size=(2, 40, 16)).astype(np.float32), rng.normal(size=(2, 300, 16)).astype(np.float32))
+    cost = rng.uniform(0, 1, (14, 900, 40)).astype(np.float32)
+    cost[7:] = np.round(cost[7:] * 3) / 3  # ties: scipy's tie-breaking must be reproduced
+    num_valid = rng.integers(0, 41, 14).astype(np.int32)
     names = ("out", "grad value", "grad locations", "grad weights")
     tols = (TOL_MSDA_OUT, TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_GRAD)
     ok = True
@@ -77,7 +83,10 @@ def main():
             ok &= all([report(f"tokens {n}", a, b, t) for n, a, b, t in
                        zip(("gather", "scatter", "gather grad x", "scatter grad x", "scatter grad rows"), ours,
                            ref_tokens, (0, 0, 1e-6, 1e-6, 1e-6))])
-        else:
+        assignment = LinearSumAssignmentKernel() if device == "GPU" else AssignmentBuiltin()
+        matched = assignment(Tensor(cost), Tensor(num_valid)).asnumpy()
+        ok &= report(f"assignment ({type(assignment).__name__})", matched, assign_queries(cost, num_valid), 0)
+        if device == "Ascend":
             matching = []
             for order in ("xy", "yx"):
                 ours = msda_core_outputs(MSDeformAttnCoreAscend(order), SHAPES, *msda_in)

@@ -56,7 +56,7 @@ def token_ops_or_none(required=False, fallback="reference"):
         return None
 
 
-def assignment_kernel_or_none(required=False, fallback="scipy pyfunc"):
+def assignment_kernel_or_none(required=False, fallback="builtin"):
     """``LinearSumAssignmentKernel()``, or None (one warning) as ``msda_core_or_none``."""
     try:
         return LinearSumAssignmentKernel()

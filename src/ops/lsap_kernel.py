@@ -1,12 +1,11 @@
 """Batched linear sum assignment (the Hungarian matcher's solve) as an AOT kernel
 (``lsap_cpu.cpp``, ``lsap_cuda.cu``, solver ``lsap.h``).
 
-Why it exists: the matcher runs scipy through an ``ops.Custom(func_type="pyfunc")`` node, and
-MindSpore's pyfunc custom ops are CPU-only; the built-in
-``mindspore.scipy.optimize.linear_sum_assignment`` has no GPU kernel either (and solves one
+Why it exists: scipy in a pyfunc node (the matcher's reference) runs on CPU only, and MindSpore's
+built-in ``mindspore.scipy.optimize.linear_sum_assignment`` has no GPU kernel (and solves one
 image per call). This operator solves the whole batch in one node on CPU and GPU (the GPU
 library copies the costs to the host and solves there), with exactly scipy's assignment,
-tie-breaking included, so targets and losses stay those of the scipy-based reference.
+tie-breaking included, so targets and losses stay those of the official matcher.
 """
 import mindspore as ms
 from mindspore import nn, ops
