@@ -43,7 +43,9 @@ class FocusEncoderLayer(nn.Cell):
         mc_score = class_max * fg_scores
         ranked = ops.where(row_valid, mc_score, float("-inf"))
         _, sel = ops.topk(ranked, min(self.topk_sa, rows), dim=1)
-        key_valid = ops.gather(row_valid, sel, 1, 1)
+        # = row_valid[b, sel[b, j]], without gathering a bool tensor: with the fused kernels PyNative
+        # ran that gather's backward (UnsortedSegmentSum on Bool), which has no CPU kernel
+        key_valid = sel.astype(ms.int32) < num_rows
         tgt = self.row_gather(query, sel)
         tgt_pos = tgt + self.row_gather(query_pos, sel)
         tgt = self.norm2(tgt + self.attentions[0](tgt_pos, tgt_pos, tgt,
