@@ -44,7 +44,6 @@ Reproduce (2-core CPU, see README for the numbers of a given revision):
         --height 512 --width 512 --batch 2 --warmup 2 --repeat 5
 """
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -57,20 +56,13 @@ import src  # noqa: F401,E402  (CPU start-up fix before MindSpore)
 import numpy as np  # noqa: E402
 
 from src.cli import base_parser, exit_process, load  # noqa: E402
+from src.runtime import cpu_name  # noqa: E402
 
 START = time.perf_counter()
 
 
 def progress(message):
     print(f"[bench_train {time.perf_counter() - START:7.1f}s] {message}", flush=True)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def peak_rss_gb():

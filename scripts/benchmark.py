@@ -25,7 +25,6 @@ top-k, gathers/scatters and the post-processing. Papers (fvcore) report multiply
 "FLOPs": divide our numbers by 2 to compare.
 """
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ from src.config import load_config  # noqa: E402
 from src.inference import build_inference_net  # noqa: E402
 from src.modeling.backbone.resnet import ResNetBackbone  # noqa: E402
 from src.modeling.backbone.swin import SwinBackbone  # noqa: E402
-from src.runtime import set_mode  # noqa: E402
+from src.runtime import cpu_name, set_mode  # noqa: E402
 
 MODULES = ("backbone", "neck", "encoder: foreground scoring", "encoder: MCSP class scores",
            "encoder: OESM self-attention", "encoder: deformable attention", "encoder: FFN",
@@ -170,14 +169,6 @@ def model_flops(model, m, height, width):
 def dino_encoder_flops(m, s):
     """DINO's encoder: deformable attention and FFN on all s tokens in every layer, nothing else."""
     return m.num_encoder_layers * (deformable(s, s, m) + 2 * dense(s, m.embed_dim, m.ffn_dim))
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def latency(net, height, width, repeat):

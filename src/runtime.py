@@ -19,6 +19,15 @@ def apply_cpu_isa_fix():
         os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
 
+def cpu_name():
+    """The CPU model, for benchmark headers (their figures only compare within one machine)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def set_mode(mode, device_target=None):
     """Select GRAPH_MODE ('graph') or PYNATIVE_MODE ('pynative') and the device."""
     import mindspore as ms

@@ -29,3 +29,13 @@ def mode(request):
     ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
     yield request.param
     ms.set_context(mode=previous)
+
+
+@pytest.fixture
+def fresh_build_state(monkeypatch):
+    """Forget built kernel libraries and issued fallback warnings for the duration of a test."""
+    from src import ops as kops
+    from src.ops import build
+
+    monkeypatch.setattr(build, "_built", {})
+    monkeypatch.setattr(kops, "_warned", set())

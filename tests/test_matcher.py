@@ -94,12 +94,6 @@ def test_matcher_equals_scipy(mode, backend, case):
     assert ((matches >= 0).sum(-1) == np.minimum(valid.sum(-1), queries)).all()
 
 
-@pytest.fixture
-def fresh_build_state(monkeypatch):
-    monkeypatch.setattr(build, "_built", {})
-    monkeypatch.setattr(kops, "_warned", set())
-
-
 def test_dispatch_per_device(fresh_build_state, caplog):
     with caplog.at_level(logging.INFO, logger="focus_detr.matcher"):
         assert isinstance(build_assignment("auto"), LinearSumAssignmentKernel)  # CPU: the batched kernel

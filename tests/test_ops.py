@@ -197,13 +197,6 @@ def test_row_scatter_kernel(mode, kernel_library, index_dtype, k, count, channel
 
 # ---------------------------------------------------------------- build, cache, fallback
 
-@pytest.fixture
-def fresh_build_state(monkeypatch):
-    """Forget built libraries and issued warnings for the duration of a test."""
-    monkeypatch.setattr(build, "_built", {})
-    monkeypatch.setattr(kops, "_warned", set())
-
-
 def test_library_is_cached_by_source_hash(fresh_build_state, monkeypatch, tmp_path):
     monkeypatch.setenv("FOCUS_DETR_KERNEL_CACHE", str(tmp_path))
     path = build.library_path()

@@ -33,6 +33,7 @@ log = logging.getLogger("focus_detr.ops")
 SRC_DIR = Path(__file__).resolve().parent
 REPO = SRC_DIR.parents[1]
 LIB_STEM = "focus_detr_ops"
+HASH_CHARS = 16  # of the source hash in a library's file name
 SOURCES = {"CPU": ("msda_cpu.cpp", "token_ops_cpu.cpp", "lsap_cpu.cpp", "aot_infer.cpp"),
            "GPU": ("msda_cuda.cu", "token_ops_cuda.cu", "lsap_cuda.cu", "aot_infer.cpp")}
 HEADERS = ("msda_sampling.h", "lsap.h")
@@ -150,7 +151,7 @@ def _build(device, compiler, flags):
         digest.update(platform.machine().encode() + _cpu_signature().encode())
     out_dir = cache_dir()
     stem = _library_stem(device)
-    target = out_dir / f"{stem}_{digest.hexdigest()[:16]}.so"
+    target = out_dir / f"{stem}_{digest.hexdigest()[:HASH_CHARS]}.so"
     if target.is_file():
         return str(target)
     with open(out_dir / f"{LIB_STEM}.lock", "w") as lock_file:
@@ -200,7 +201,7 @@ def library_device(path):
     name = os.path.basename(path)
     for device in SUPPORTED_DEVICES:
         stem = _library_stem(device)
-        if name.startswith(stem + "_") and name.endswith(".so") and len(name) == len(stem) + 20:
+        if name.startswith(stem + "_") and name.endswith(".so") and len(name) == len(f"{stem}_.so") + HASH_CHARS:
             return device
     return None
 

@@ -29,6 +29,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -198,6 +199,22 @@ inline int solve_batch(const float *cost, const int32_t *num_valid, int64_t N, i
     if (status == 0) status = s;
   }
   return status;
+}
+
+// The AOT entry points' argument check, the same for the CPU and the GPU library: cost
+// (N, Q, M) float32, num_valid (N,) int32, matched (N, M) int32. Returns 0 and sets N, Q, M;
+// 1 for a wrong number, rank or dtype of the parameters; 2 for inconsistent shapes.
+inline int check_arguments(int nparam, const int *ndims, int64_t *const *shapes, const char *const *dtypes,
+                           int64_t *N, int64_t *Q, int64_t *M) {
+  if (nparam != 3 || ndims[0] != 3 || ndims[1] != 1 || ndims[2] != 2) return 1;
+  if (std::strcmp(dtypes[0], "float32") != 0 || std::strcmp(dtypes[1], "int32") != 0 ||
+      std::strcmp(dtypes[2], "int32") != 0)
+    return 1;
+  *N = shapes[0][0];
+  *Q = shapes[0][1];
+  *M = shapes[0][2];
+  if (shapes[1][0] != *N || shapes[2][0] != *N || shapes[2][1] != *M) return 2;
+  return 0;
 }
 
 }  // namespace lsap

@@ -1,7 +1,7 @@
 // Batched linear sum assignment for the Hungarian matcher: CPU kernel for MindSpore
 // ops.Custom(func_type="aot"), OpenMP over the images.
 //
-// Semantics (identical to src/losses/matcher.py::assign_queries, i.e. scipy's
+// Semantics (identical to src/losses/assignment.py::assign_queries, i.e. scipy's
 // linear_sum_assignment per image, same tie-breaking; the solver is lsap.h):
 //   cost      (N, Q, M) float32   queries x GT columns, the valid GT of each image first
 //   num_valid (N,)      int32     GT count of each image, clamped to [0, M]
@@ -14,25 +14,15 @@
 // Non-zero returns: 1 wrong number/rank/dtype of the parameters, 2 inconsistent shapes,
 // 3 no complete assignment found (cannot happen with the finite costs the solver works on).
 #include <cstdint>
-#include <cstring>
 
 #include "lsap.h"
-
-
-namespace {
-
-bool is_type(const char *dtype, const char *name) { return std::strcmp(dtype, name) == 0; }
-
-}  // namespace
 
 extern "C" int LinearSumAssignment(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                    void *stream, void *extra) {
   (void)stream;
   (void)extra;
-  if (nparam != 3 || ndims[0] != 3 || ndims[1] != 1 || ndims[2] != 2) return 1;
-  if (!is_type(dtypes[0], "float32") || !is_type(dtypes[1], "int32") || !is_type(dtypes[2], "int32")) return 1;
-  const int64_t N = shapes[0][0], Q = shapes[0][1], M = shapes[0][2];
-  if (shapes[1][0] != N || shapes[2][0] != N || shapes[2][1] != M) return 2;
+  int64_t N, Q, M;
+  if (const int bad = lsap::check_arguments(nparam, ndims, shapes, dtypes, &N, &Q, &M)) return bad;
   const float *cost = static_cast<const float *>(params[0]);
   const int32_t *num_valid = static_cast<const int32_t *>(params[1]);
   int32_t *matched = static_cast<int32_t *>(params[2]);

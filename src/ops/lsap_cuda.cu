@@ -19,25 +19,15 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "lsap.h"
 
-
-namespace {
-
-bool is_type(const char *dtype, const char *name) { return std::strcmp(dtype, name) == 0; }
-
-}  // namespace
-
 extern "C" int LinearSumAssignment(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                    void *stream, void *extra) {
   (void)extra;
-  if (nparam != 3 || ndims[0] != 3 || ndims[1] != 1 || ndims[2] != 2) return 1;
-  if (!is_type(dtypes[0], "float32") || !is_type(dtypes[1], "int32") || !is_type(dtypes[2], "int32")) return 1;
-  const int64_t N = shapes[0][0], Q = shapes[0][1], M = shapes[0][2];
-  if (shapes[1][0] != N || shapes[2][0] != N || shapes[2][1] != M) return 2;
+  int64_t N, Q, M;
+  if (const int bad = lsap::check_arguments(nparam, ndims, shapes, dtypes, &N, &Q, &M)) return bad;
   if (N == 0 || M == 0) return 0;  // empty output, nothing to copy
   cudaStream_t s = static_cast<cudaStream_t>(stream);
 
