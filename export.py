@@ -7,8 +7,8 @@ Graph inputs: images (B,3,H,W) float32 raw RGB 0..255 (the graph normalizes), ea
 resized with the config's test resize and zero-padded bottom/right to H x W; image_sizes
 (B,2) int32 [h, w] of the resized images; orig_sizes (B,2) int32 [h, w] of the originals.
 Outputs: scores (B,K), labels (B,K) int32 (contiguous class ids), boxes (B,K,4) xyxy in
-original pixels, keep (B,K) bool; K = model.num_select. The padded area is masked in the
-encoder only if model.eval_padding_mask is true (the official model treats it as image).
+original pixels, keep (B,K) bool; K = model.num_select. With model.canvas: extent (default)
+each image gives the official detections whatever H x W is (README, "Static canvases").
 The graph uses the pure-MindSpore deformable attention and token gather/scatter (it runs on
 any device); --custom-kernels keeps the config's CPU kernels instead.
 """

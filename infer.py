@@ -98,7 +98,7 @@ def kept_token_maps(focus, num_layers, num_levels):
     maps = []
     for l in range(num_layers):
         kept = np.zeros(ends[-1], np.float32)
-        kept[inds[l][0, :min(int(layer_k[l]), int(focus_nums[0]))]] = 1.0
+        kept[inds[l][0, :min(int(layer_k[0, l]), int(focus_nums[0]))]] = 1.0
         maps.append([s.reshape(h, w) for s, (h, w) in zip(np.split(kept, ends[:-1]), shapes)])
     return maps
 

@@ -34,8 +34,18 @@ def golden_outputs(arrays):
             arrays["enc_pred_logits"], arrays["enc_pred_boxes"], arrays["temp_backbone_mask_prediction"])
 
 
+def token_in_extent(fg_logits):
+    """(B,S) tokens inside the official extent: image 1's last 30 lie outside (a larger canvas)."""
+    mask = np.ones(fg_logits.shape[:2], bool)
+    mask[-1, -30:] = False
+    return mask
+
+
 def run_criterion(criterion, outputs, boxes, labels, valid, image_sizes, canvas, dn):
-    return criterion(tuple(Tensor(np.asarray(o, np.float32)) for o in outputs), Tensor(boxes), Tensor(labels),
+    """The criterion on model outputs whose tokens all lie inside the extent."""
+    in_extent = np.ones(np.shape(outputs[6])[:2], bool)
+    outputs = tuple(Tensor(np.asarray(o, np.float32)) for o in outputs) + (Tensor(in_extent),)
+    return criterion(outputs, Tensor(boxes), Tensor(labels),
                      Tensor(valid), Tensor(np.asarray(image_sizes, np.int32)), canvas,
                      tuple(Tensor(a) for a in dn.criterion_inputs()))
 
@@ -133,7 +143,7 @@ def numpy_fg_targets(gt_boxes, counts, image_sizes, canvas):
 
 def numpy_criterion(outputs, gt_boxes, gt_labels, counts, fg_targets, dn, matches):
     """Weighted losses in ``loss_keys`` order for fixed ``matches`` (L+1,B,M)."""
-    pred_logits, pred_boxes, dn_logits, dn_boxes, enc_logits, enc_boxes, fg_logits = outputs
+    pred_logits, pred_boxes, dn_logits, dn_boxes, enc_logits, enc_boxes, fg_logits = outputs[:7]
     num_boxes = max(sum(counts), 1)
 
     def matched(logits, boxes, match):
@@ -161,7 +171,7 @@ def numpy_criterion(outputs, gt_boxes, gt_labels, counts, fg_targets, dn, matche
     q = sigmoid(fg_logits[..., 0])
     t = fg_targets.astype(np.float64)
     p_t = q * t + (1 - q) * (1 - t)
-    per_image = (-(0.25 * t + 0.75 * (1 - t)) * (1 - p_t) ** 2 * np.log(p_t)).sum(1)
+    per_image = (-(0.25 * t + 0.75 * (1 - t)) * (1 - p_t) ** 2 * np.log(p_t) * token_in_extent(fg_logits)).sum(1)
     select = (per_image / np.maximum(t.sum(1), 1)).mean()
 
     layers = len(pred_logits)
@@ -176,13 +186,14 @@ def numpy_criterion(outputs, gt_boxes, gt_labels, counts, fg_targets, dn, matche
 
 
 class TotalLoss(nn.Cell):
-    def __init__(self, criterion, rest):
+    def __init__(self, criterion, rest, in_extent):
         super().__init__()
         self.criterion = criterion
         self.rest = rest
+        self.in_extent = Tensor(in_extent)
 
     def construct(self, *outputs):
-        total, _, matches, fg_targets = self.criterion(outputs, *self.rest)
+        total, _, matches, fg_targets = self.criterion(outputs + (self.in_extent,), *self.rest)
         return total, (matches, fg_targets)
 
 
@@ -219,7 +230,8 @@ def test_against_numpy_reference_values_and_gradients(mode):
     criterion = FocusDETRCriterion(num_classes=classes)
     rest = (Tensor(gt_boxes), Tensor(gt_labels), Tensor(valid), Tensor(image_sizes.astype(np.int32)), canvas,
             tuple(Tensor(a) for a in dn.criterion_inputs()))
-    value_and_grad = ms.value_and_grad(TotalLoss(criterion, rest), grad_position=tuple(range(7)), has_aux=True)
+    value_and_grad = ms.value_and_grad(TotalLoss(criterion, rest, token_in_extent(outputs[6])),
+                                       grad_position=tuple(range(7)), has_aux=True)
     (total, (matches, fg_targets)), grads = value_and_grad(*(Tensor(o.astype(np.float32)) for o in outputs))
     matches, fg_targets = matches.asnumpy(), fg_targets.asnumpy()
 

@@ -100,9 +100,9 @@ def test_eval_on_converted_golden_weights_reproduces_the_fixture(golden_dir, tmp
     """The user's path end to end: the official state dict (golden weights) through the converter
     CLI, the fixture's images as a COCO folder, eval.py; its detections json equals the official
     post-processed detections of model_eval_r50 (labels exact, scores and boxes within the parity
-    tolerances). Each image runs alone at its own size on the fixture's 384x384 canvas (batch
-    independence in eval: the official model ignores padding there), and the fixture scaled boxes
-    to declared sizes, so ours are scaled by the same factors."""
+    tolerances). Each image runs alone at its own size on the fixture's 384x384 canvas with
+    ``model.canvas: padded`` (the fixture's batch-2 inference treats the padding as image), and the
+    fixture scaled boxes to declared sizes, so ours are scaled by the same factors."""
     from src.tools.parity import TOL_BOX, TOL_DECODER, golden_state_dict
 
     g = np.load(golden_dir / "model_eval_r50.npz")
@@ -128,6 +128,7 @@ def test_eval_on_converted_golden_weights_reproduces_the_fixture(golden_dir, tmp
         out = run_eval(tmp_path / "converted.ckpt", [
             f"data.val_json={root / 'val.json'}", f"data.val_images={root / 'val'}",
             f"data.test_short_side={min(h, w)}", "data.test_max_size=2000", "data.eval_canvases=[[384, 384]]",
+            "model.canvas=padded",  # the fixture's batch-2 inference: the padding to 384x384 is image
             "train.eval_batch_size=1", f"train.output_dir={root / 'out'}"], config)
         assert out.returncode == 0, out.stderr[-3000:]
         ours = json.loads((root / "out" / "coco_instances_results.json").read_text())

@@ -213,7 +213,7 @@ def test_encoder_rows_are_the_official_k_l_not_the_static_r_l():
     g = parity.FixtureArrays({"foreground_inds_l0": ref_ids, "oesm_score_max_l0": ref_values[..., 0],
                               "enc_layer_out_l0": ref_values, "enc_layer_channels": np.arange(4),
                               "enc_layer_out_rownorm_l0": np.linalg.norm(ref_values, axis=-1)})
-    ours = parity.PortOutputs(foreground_inds_l0=ours_ids, encoder_foreground_topk=np.array([k]),
+    ours = parity.PortOutputs(foreground_inds_l0=ours_ids, encoder_foreground_topk=np.array([[k]]),
                               oesm_score_max_l0=values[..., 0], enc_layer_out_l0=values)
     rows = parity.compare_encoder_layer("synthetic", g, ours, 0)
     assert [r.name for r in rows] == ["foreground_inds_l0", "oesm_score_max_l0", "enc_layer_out_l0",
@@ -221,6 +221,6 @@ def test_encoder_rows_are_the_official_k_l_not_the_static_r_l():
     assert all(r.ok for r in rows), [r.line() for r in rows]
     assert g.unused() == []
     # a port whose k_l is not the official one fails the selection (and cannot align the rest)
-    ours["encoder_foreground_topk"] = np.array([k + 1])
+    ours["encoder_foreground_topk"] = np.array([[k + 1]])
     rows = parity.compare_encoder_layer("synthetic", g, ours, 0)
     assert not rows[0].ok and not any(r.ok for r in rows)

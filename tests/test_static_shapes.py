@@ -32,16 +32,20 @@ class Budget(nn.Cell):
         self.selector = ForegroundTokenSelector(focus_rho=0.5, cascade=CASCADE)
 
     def construct(self, mask):
-        return self.selector.budget(mask)
+        return self.selector.budget(mask), self.selector.budget(mask, per_image=True)
 
 
 def test_budget_matches_official_formula(mode):
+    """One budget for the batch (official training), and each image's own (each image its own
+    batch, as the official inference)."""
     rng = np.random.default_rng(1)
     budget = Budget()
     for _ in range(3):
         mask = rng.random((3, 3060)) < rng.random((3, 1))
-        valid, focus, layer_k = (t.asnumpy() for t in budget(Tensor(mask)))
+        shared, per_image = budget(Tensor(mask))
+        valid, focus, layer_k = (t.asnumpy() for t in shared)
         ref_focus, ref_k = official_budget((~mask).sum(1))
         np.testing.assert_array_equal(valid, (~mask).sum(1))
         np.testing.assert_array_equal(focus, ref_focus)
-        np.testing.assert_array_equal(layer_k, ref_k)
+        np.testing.assert_array_equal(layer_k, np.tile(ref_k, (3, 1)))
+        np.testing.assert_array_equal(per_image[2].asnumpy(), [official_budget([v])[1] for v in valid])

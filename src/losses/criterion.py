@@ -71,7 +71,7 @@ class FocusDETRCriterion(nn.Cell):
     """``construct(outputs, gt_boxes, gt_labels, gt_valid, image_sizes, canvas_hw, dn_targets)``
 
     * ``outputs``: the model's tuple (pred_logits (L,B,Q,C), pred_boxes (L,B,Q,4), dn_logits
-      (L,B,P,C), dn_boxes (L,B,P,4), enc_logits (B,Q,C), enc_boxes (B,Q,4), fg_logits (B,S,1));
+      (L,B,P,C), dn_boxes (L,B,P,4), enc_logits (B,Q,C), enc_boxes (B,Q,4), fg_logits (B,S,1), token_in_extent (B,S));
       layer L-1 is the final one.
     * ``gt_boxes`` (B,M,4) cxcywh normalized by each image's size, ``gt_labels`` (B,M) int32,
       ``gt_valid`` (B,M) bool, valid entries first; padded entries may hold anything.
@@ -157,14 +157,14 @@ class FocusDETRCriterion(nn.Cell):
         return loss_class, loss_bbox / normalizer, loss_giou / normalizer
 
     def construct(self, outputs, gt_boxes, gt_labels, gt_valid, image_sizes, canvas_hw, dn_targets):
-        pred_logits, pred_boxes, dn_logits, dn_boxes, enc_logits, enc_boxes, fg_logits = outputs
+        pred_logits, pred_boxes, dn_logits, dn_boxes, enc_logits, enc_boxes, fg_logits, fg_in_extent = outputs
         # padded GT entries get a harmless class and box so no NaN/out-of-range value enters the graph
         gt_labels = ops.where(gt_valid, gt_labels.astype(ms.int32), 0)
         gt_boxes = ops.where(gt_valid[..., None], gt_boxes, 0.5)
         num_boxes = self.num_boxes(gt_valid)
 
         fg_targets = self.foreground_targets(gt_boxes, gt_valid, image_sizes, canvas_hw)
-        select_loss = foreground_focal_loss(fg_logits[..., 0], fg_targets.astype(ms.float32))
+        select_loss = foreground_focal_loss(fg_logits[..., 0], fg_targets.astype(ms.float32), fg_in_extent)
 
         all_logits = concat([pred_logits, enc_logits[None]], 0)
         all_boxes = concat([pred_boxes, enc_boxes[None]], 0)

@@ -59,16 +59,18 @@ class ForegroundTargets(nn.Cell):
         return ops.any(positive, -1)
 
 
-def foreground_focal_loss(logits, targets, alpha=0.25, gamma=2.0):
+def foreground_focal_loss(logits, targets, in_extent, alpha=0.25, gamma=2.0):
     """``select_loss`` from (B,S) raw logits and (B,S) 0/1 float targets.
 
     The reference takes log(p_t) in probability space (no BCE-with-logits, no clamp), sums
-    over every token (padding included), divides each image by its positive count (min 1)
-    and averages over the batch.
+    over every token of its padded batch (padding included; ``in_extent`` (B,S) bool drops the
+    tokens a larger static canvas adds), divides each image by its positive count (min 1) and
+    averages over the batch.
     """
-    prob = ops.sigmoid(logits)
+    # outside the extent the logits are of no token: a saturated one would give log(0) and a NaN gradient
+    prob = ops.sigmoid(ops.where(in_extent, logits, 0.0))
     p_t = prob * targets + (1.0 - prob) * (1.0 - targets)
     weight = alpha * targets + (1.0 - alpha) * (1.0 - targets)
-    loss = -weight * ((1.0 - p_t) ** gamma) * ops.log(p_t)
+    loss = ops.where(in_extent, -weight * ((1.0 - p_t) ** gamma) * ops.log(p_t), 0.0)
     num_pos = ops.clamp(targets.sum(-1), min=1.0)
     return (loss.sum(-1) / num_pos).mean()

@@ -26,4 +26,4 @@ def build_model(model_cfg, kernels_cfg):
                      embed_dim=model_cfg.embed_dim,
                      pos_temperature=model_cfg.position_embedding.temperature,
                      pos_offset=model_cfg.position_embedding.offset,
-                     eval_padding_mask=model_cfg.eval_padding_mask)
+                     canvas=model_cfg.canvas)

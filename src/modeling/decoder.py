@@ -71,13 +71,18 @@ class DINODecoder(nn.Cell):
         self.bbox_embed = nn.CellList([_box_head(embed_dim) for _ in range(num_layers + 1)])
         self.box_sine = BoxSineEmbedding(embed_dim // 2)
 
-    def construct(self, query, reference, memory, memory_mask, valid_ratios, spatial_shapes, attn_mask):
+    def construct(self, query, reference, memory, memory_mask, valid_ratios, extent_ratios, spatial_shapes,
+                  attn_mask):
+        """``valid_ratios`` (B,L,2) over the memory's maps place the references for sampling;
+        ``extent_ratios`` over the official extent (the same tensor unless the canvas is larger)
+        feed the query positions, as the official model sees them."""
         ratios = concat([valid_ratios, valid_ratios], -1)[:, None]  # (B,1,L,4)
+        pos_ratios = concat([extent_ratios[:, 0], extent_ratios[:, 0]], -1)[:, None]  # (B,1,4), level 0
         hidden = []
         references = []
         for lid, layer in enumerate(self.layers):
             ref_input = reference[:, :, None] * ratios  # (B,Q,L,4)
-            query_pos = self.ref_point_head(self.box_sine(ref_input[:, :, 0, :]))
+            query_pos = self.ref_point_head(self.box_sine(reference * pos_ratios))
             query = layer(query, query_pos, attn_mask, memory, memory_mask, ref_input, spatial_shapes)
             new_reference = ops.sigmoid(self.bbox_embed[lid](query) + inverse_sigmoid(reference))
             reference = ops.stop_gradient(new_reference)

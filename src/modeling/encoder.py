@@ -44,9 +44,9 @@ class FocusEncoder(nn.Cell):
             fg = ops.gather(selection_scores, idx, 1, 1)
             # multi-category score: raw max class logit of the shared two-stage head (class_embed[6])
             class_max = ops.amax(class_head(query), -1)
-            updated, mc_score, sel = layer(query, query_pos, fg, class_max, layer_k[lid], src,
+            updated, mc_score, sel = layer(query, query_pos, fg, class_max, layer_k[:, lid], src,
                                            value_mask, ref, spatial_shapes)
-            count = ops.minimum(focus_token_nums, layer_k[lid])
+            count = ops.minimum(focus_token_nums, layer_k[:, lid])
             output = self.row_scatter(output, idx, updated, count)
             if self.capture:
                 captured += (idx, class_max, fg, mc_score, sel, ops.gather(idx, sel, 1, 1), updated)

@@ -18,7 +18,7 @@ class FocusEncoderLayer(nn.Cell):
     Then every row does deformable attention over the fixed ``value`` (the neck features),
     norm, FFN, norm.
 
-    Only the first ``num_rows`` (k_l, a tensor) of the R rows take part; rows beyond are
+    Only the first ``num_rows`` (k_l per image, (B,) int32) of the R rows take part; rows beyond are
     padding of the static shape. The official code needs k_l >= 300; we use
     min(300, k_l) so small images work, which is identical wherever the official runs.
     """
@@ -39,13 +39,13 @@ class FocusEncoderLayer(nn.Cell):
     def construct(self, query, query_pos, fg_scores, class_max, num_rows, value, value_mask,
                   reference_points, spatial_shapes):
         bsz, rows, _ = query.shape
-        row_valid = ops.broadcast_to((ops.arange(rows, dtype=ms.int32) < num_rows)[None, :], (bsz, rows))
+        row_valid = ops.arange(rows, dtype=ms.int32)[None, :] < num_rows[:, None]
         mc_score = class_max * fg_scores
         ranked = ops.where(row_valid, mc_score, float("-inf"))
         _, sel = ops.topk(ranked, min(self.topk_sa, rows), dim=1)
         # = row_valid[b, sel[b, j]], without gathering a bool tensor: with the fused kernels PyNative
         # ran that gather's backward (UnsortedSegmentSum on Bool), which has no CPU kernel
-        key_valid = sel.astype(ms.int32) < num_rows
+        key_valid = sel.astype(ms.int32) < num_rows[:, None]
         tgt = self.row_gather(query, sel)
         tgt_pos = tgt + self.row_gather(query_pos, sel)
         tgt = self.norm2(tgt + self.attentions[0](tgt_pos, tgt_pos, tgt,

@@ -2,6 +2,7 @@
 each token's local half with the mean of the global half over the whole level."""
 from mindspore import nn, ops
 
+from ..layers.extent import masked_mean
 from ..layers.portable_backward import GELU, concat
 
 
@@ -9,7 +10,9 @@ class MaskPredictor(nn.Cell):
     """(B,N,in_dim) tokens of one level -> (B,N,1) foreground logits.
 
     z = GELU(Linear(LayerNorm(x))); [z_local, mean_N(z_global)] -> 3-layer GELU MLP -> 1.
-    GELU is the exact (erf) one, as torch's default. The mean includes padded tokens.
+    GELU is the exact (erf) one, as torch's default. The mean includes padded tokens (as
+    official) but not tokens outside the official extent of a larger canvas: ``in_extent``
+    (B,N,1) float 0/1, or None when the canvas is the extent.
     """
 
     def __init__(self, in_dim=256, h_dim=256):
@@ -28,9 +31,14 @@ class MaskPredictor(nn.Cell):
             nn.Dense(h_dim // 4, 1),
         ])
 
-    def construct(self, x):
+    def construct(self, x, in_extent=None):
         z = self.layer1(x)
         half = self.h_dim // 2
         z_local = z[..., :half]
-        z_global = ops.broadcast_to(z[..., half:].mean(1, keep_dims=True), z_local.shape)
+        z_global = z[..., half:]
+        if in_extent is None:
+            z_global = z_global.mean(1, keep_dims=True)
+        else:
+            z_global = masked_mean(z_global, in_extent, 1)
+        z_global = ops.broadcast_to(z_global, z_local.shape)
         return self.layer2(concat([z_local, z_global], -1))

@@ -5,6 +5,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
+from ..layers.extent import inside, rank_last_outside
 from ..layers.masking import zero_masked_rows
 from ..layers.portable_backward import concat
 from .decoder import DINODecoder
@@ -17,14 +18,17 @@ def flatten_levels(maps):
     return concat([m.reshape(m.shape[0], m.shape[1], -1).transpose(0, 2, 1) for m in maps], 1)
 
 
-def valid_ratios_of(masks):
-    """(B,L,2) [valid_w/w, valid_h/h] per level from row 0 and column 0 of each mask."""
+def valid_ratios_of(masks, extents=None):
+    """(B,L,2) [valid_w/w, valid_h/h] per level from row 0 and column 0 of each mask, over the
+    level's map size (h, w), or over its official extent ``extents[l]`` (B,2) when given."""
     ratios = []
-    for m in masks:
+    for lvl, m in enumerate(masks):
         not_m = ops.logical_not(m).astype(ms.float32)
-        valid_h = not_m[:, :, 0].sum(1) / m.shape[1]
-        valid_w = not_m[:, 0, :].sum(1) / m.shape[2]
-        ratios.append(ops.stack([valid_w, valid_h], -1))
+        if extents is None:
+            height, width = m.shape[1], m.shape[2]
+        else:
+            height, width = extents[lvl][:, 0].astype(ms.float32), extents[lvl][:, 1].astype(ms.float32)
+        ratios.append(ops.stack([not_m[:, 0, :].sum(1) / width, not_m[:, :, 0].sum(1) / height], -1))
     return ops.stack(ratios, 1)
 
 
@@ -93,20 +97,29 @@ class FocusDETRTransformer(nn.Cell):
         return self.enc_output_norm(self.enc_output(zero_masked_rows(tokens, invalid)))
 
     def construct(self, feats, masks, pos_embeds, dn_query=None, dn_reference_unact=None,
-                  attn_mask=None, topk_override=None):
+                  attn_mask=None, topk_override=None, level_extents=None, per_image_budget=False):
+        """``masks`` mark padding and, with ``level_extents`` (the official extent of every
+        level, see ``src.layers.extent``), everything outside the extent; ``per_image_budget``:
+        each image's token budget is its own (official inference at batch 1)."""
         spatial_shapes = tuple((f.shape[2], f.shape[3]) for f in feats)
+        bsz = feats[0].shape[0]
+        in_extent = None
+        if level_extents is not None:
+            in_extent = concat([inside(e, h, w).reshape(bsz, -1) for e, (h, w) in zip(level_extents, spatial_shapes)],
+                               1)
         src = flatten_levels(feats)
         mask_flatten = concat([m.reshape(m.shape[0], -1) for m in masks], 1)
         lvl_pos = flatten_levels([p + self.level_embeds[lvl].reshape(1, -1, 1, 1)
                                   for lvl, p in enumerate(pos_embeds)])
         valid_ratios = valid_ratios_of(masks)
+        extent_ratios = valid_ratios if level_extents is None else valid_ratios_of(masks, level_extents)
         enc_ref = encoder_reference_points(spatial_shapes, valid_ratios)
         proposals, invalid = self.proposals(mask_flatten, spatial_shapes)
 
         # foreground scoring and the token budget of every encoder layer
         fg_tokens = self.encode_tokens(src + lvl_pos, invalid)
         raw_scores, selection, valid_tokens, focus_nums, layer_k, fg_inds = self.token_selector(
-            fg_tokens, mask_flatten, spatial_shapes)
+            fg_tokens, mask_flatten, spatial_shapes, level_extents, in_extent, per_image_budget)
         _, layer_rows = self.token_selector.layer_rows(src.shape[1])
 
         head = self.decoder.class_embed[self.decoder.num_layers]
@@ -117,19 +130,24 @@ class FocusDETRTransformer(nn.Cell):
         output_memory = self.encode_tokens(memory, invalid)
         enc_class = head(output_memory)
         enc_coord_unact = self.decoder.bbox_embed[self.decoder.num_layers](output_memory) + proposals
-        _, own_topk = ops.topk(ops.amax(enc_class, -1), self.num_queries, dim=1)
+        class_score = ops.amax(enc_class, -1)
+        if level_extents is not None:
+            class_score = rank_last_outside(class_score, in_extent)
+        _, own_topk = ops.topk(class_score, self.num_queries, dim=1)
         topk_inds = own_topk if topk_override is None else topk_override.astype(own_topk.dtype)
         topk_coords_unact = ops.gather(enc_coord_unact, topk_inds, 1, 1)
         reference = ops.sigmoid(ops.stop_gradient(topk_coords_unact))
         target_unact = ops.gather(output_memory, topk_inds, 1, 1)
-        bsz = src.shape[0]
         query = ops.broadcast_to(self.tgt_embed.embedding_table[None], (bsz,) + self.tgt_embed.embedding_table.shape)
         if dn_query is not None:
             query = concat([dn_query, query], 1)
             reference = concat([ops.sigmoid(dn_reference_unact), reference], 1)
-        hidden, references = self.decoder(query, reference, memory, mask_flatten, valid_ratios,
+        hidden, references = self.decoder(query, reference, memory, mask_flatten, valid_ratios, extent_ratios,
                                           spatial_shapes, attn_mask)
-        outputs = (hidden, reference, references, head(target_unact), ops.sigmoid(topk_coords_unact), raw_scores)
+        if in_extent is None:
+            in_extent = ops.ones(mask_flatten.shape, ms.bool_)
+        outputs = (hidden, reference, references, head(target_unact), ops.sigmoid(topk_coords_unact), raw_scores,
+                   in_extent)
         captured = ()
         if self.capture:
             captured = enc_captured + (valid_ratios, enc_ref, lvl_pos, raw_scores, selection, valid_tokens,

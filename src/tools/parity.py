@@ -1,7 +1,7 @@
 """Compare the port against fixtures produced by the official PyTorch code.
 
     python -m src.tools.parity --golden DIR [--mode graph|pynative|both] [--kernels auto|kernel|pure]
-        [--matcher auto|builtin|kernel|pyfunc] [--allow-partial] [--verbose]
+        [--matcher auto|builtin|kernel|pyfunc] [--canvas H W] [--allow-partial] [--verbose]
 
 Every fixture in DIR is compared: ``model_eval_*``; ``model_train_*`` (training forward with the
 recorded denoising draws replayed, matchings, foreground targets and every loss);
@@ -23,11 +23,17 @@ two-stage top-k runs teacher-forced on the fixture's indices; detections are mat
 (query, class). The post-processing top-k may differ only in entries whose score is within
 the score tolerance of the k-th score. Gradient tolerances are the fixture JSON's
 (``tolerances`` per ``params[].group``).
+
+``--canvas H W`` places every model fixture's batch at the top-left of a larger H x W canvas
+(``model.canvas: extent`` must make it change no result) and compares what does not depend on
+the canvas layout: the detections of ``model_eval_*`` and the losses and gradients of
+``model_grad_*``. Everything else is listed as not compared (so add ``--allow-partial``).
 """
 import argparse
 import glob
 import importlib.util
 import json
+import math
 import os
 import re
 import sys
@@ -164,9 +170,9 @@ def golden_state_dict(golden_dir, entries, seed):
                              seed, {e["name"]: e["alias_of"] for e in entries if "alias_of" in e})
 
 
-def build_golden_model(golden_dir, meta, num_classes, key_list=None, kernels="auto"):
-    """The port's model, with the operators of ``KERNEL_CHOICES[kernels]``, filled with
-    ``golden_weights`` through the converter."""
+def build_golden_model(golden_dir, meta, num_classes, key_list=None, kernels="auto", overrides=()):
+    """The port's model, with the operators of ``KERNEL_CHOICES[kernels]`` and the config
+    ``overrides``, filled with ``golden_weights`` through the converter."""
     import mindspore as ms
     from mindspore import Parameter, Tensor
 
@@ -175,7 +181,8 @@ def build_golden_model(golden_dir, meta, num_classes, key_list=None, kernels="au
     from src.modeling.build import build_model
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    overrides = fixture_model_config(meta) + [f"model.num_classes={num_classes}"] + KERNEL_CHOICES[kernels]
+    overrides = (fixture_model_config(meta) + [f"model.num_classes={num_classes}"] + KERNEL_CHOICES[kernels]
+                 + list(overrides))
     cfg = load_config(os.path.join(root, "config", "base.yaml"), overrides)
     model = build_model(cfg.model, cfg.kernels)
     key_list = key_list or meta.get("weights_key_list") or default_key_list(meta)
@@ -189,18 +196,61 @@ def build_golden_model(golden_dir, meta, num_classes, key_list=None, kernels="au
     return model
 
 
-def batch_images(g):
-    """Zero-padded (B,3,H,W) canvas of the fixture's raw images and their (B,2) sizes."""
+def batch_images(g, canvas=None):
+    """Zero-padded (B,3,H,W) canvas of the fixture's raw images and their (B,2) sizes; the
+    canvas is the fixture's padded size unless ``canvas`` (H, W) is given."""
     sizes = g["image_sizes"].astype(np.int32)
-    height, width = (int(v) for v in g["padded_size"])
+    height, width = canvas or (int(v) for v in g["padded_size"])
     images = np.zeros((len(sizes), 3, height, width), np.float32)
     for i, (h, w) in enumerate(sizes):
         images[i, :, :h, :w] = g[f"image_{i}"]
     return images, sizes
 
 
-def run_eval_model(model, g, mode):
-    """Teacher-forced eval forward + post-processing; returns {name: numpy}."""
+def canvas_token_ids(ids, padded_hw, canvas_hw, strides=(8, 16, 32, 64)):
+    """Token ids of the official (row-major, level-major) layout of a ``padded_hw`` batch moved
+    to the layout of a larger ``canvas_hw``: the same cell of the same level."""
+    shapes = [(math.ceil(padded_hw[0] / s), math.ceil(padded_hw[1] / s)) for s in strides]
+    canvas_shapes = [(math.ceil(canvas_hw[0] / s), math.ceil(canvas_hw[1] / s)) for s in strides]
+    starts = np.cumsum([0] + [h * w for h, w in shapes])
+    canvas_starts = np.cumsum([0] + [h * w for h, w in canvas_shapes])
+    level = np.searchsorted(starts, ids, side="right") - 1
+    local = ids - starts[level]
+    width = np.array([w for _, w in shapes])[level]
+    canvas_width = np.array([w for _, w in canvas_shapes])[level]
+    return (canvas_starts[level] + local // width * canvas_width + local % width).astype(ids.dtype)
+
+
+def eval_batch(g, canvas_extent, canvas=None):
+    """The eval fixture's model inputs: its batch was run by the official model at batch > 1,
+    where each image's padding to the batch canvas is part of the image. ``canvas: padded``
+    does the same; with ``canvas: extent`` (each image alone) the padding is filled with the
+    pixel mean -- 0 after normalization, as the official padding -- and the image size given is
+    the padded size. A larger ``canvas`` (H, W) holds them at the top-left. Returns images, the
+    sizes for the model and the sizes for post-processing."""
+    from src.modeling.focus_detr import PIXEL_MEAN
+
+    images, sizes = batch_images(g, canvas)
+    if not canvas_extent:
+        return images, sizes, sizes
+    padded = tuple(int(v) for v in g["padded_size"])
+    for i, (h, w) in enumerate(sizes):
+        pad = np.zeros(images.shape[2:], bool)
+        pad[:padded[0], :padded[1]] = True
+        pad[:h, :w] = False
+        images[i][:, pad] = np.asarray(PIXEL_MEAN, np.float32)[:, None]
+    return images, np.tile(np.array(padded, np.int32), (len(sizes), 1)), sizes
+
+
+def teacher_topk(g, canvas=None):
+    """The fixture's two-stage top-k as int32 token ids of the port's canvas."""
+    ids = g["two_stage_topk_inds"].astype(np.int32)
+    return ids if canvas is None else canvas_token_ids(ids, tuple(int(v) for v in g["padded_size"]), canvas)
+
+
+def run_eval_model(model, g, mode, canvas=None):
+    """Teacher-forced eval forward + post-processing on the fixture's canvas or a larger
+    ``canvas`` (H, W); returns {name: numpy}."""
     import mindspore as ms
     from mindspore import Tensor
 
@@ -210,9 +260,8 @@ def run_eval_model(model, g, mode):
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     model.set_train(False)
     model.set_capture(True)
-    images, sizes = batch_images(g)
-    result = named_outputs(model, model(Tensor(images), Tensor(sizes), None,
-                                        Tensor(g["two_stage_topk_inds"].astype(np.int32))))
+    images, model_sizes, sizes = eval_batch(g, model.canvas_extent, canvas)
+    result = named_outputs(model, model(Tensor(images), Tensor(model_sizes), None, Tensor(teacher_topk(g, canvas))))
     num_select = g["postprocess_topk_values"].shape[1]
     post = PostProcess(num_select)(result["pred_logits"][-1], result["pred_boxes"][-1], Tensor(sizes),
                                    Tensor(g["orig_sizes"].astype(np.int32)))
@@ -319,9 +368,13 @@ def compare_eval(name, g, ours):
     if "lvl_pos_embed_rownorm" in g:
         add(lambda: value_row(name, "lvl_pos_embed_rownorm", np.linalg.norm(ours["lvl_pos_embed"], axis=-1),
                               g["lvl_pos_embed_rownorm"], TOL_ENCODER), "lvl_pos_embed_rownorm")
-    for key in ("valid_token_nums", "focus_token_nums", "encoder_foreground_topk"):
+    for key in ("valid_token_nums", "focus_token_nums"):
         if key in g:
             add(lambda: exact_row(name, key, ours[key], g[key]), key)
+    if "encoder_foreground_topk" in g:  # the port holds each image's budget: here all the batch's
+        add(lambda: exact_row(name, "encoder_foreground_topk", ours["encoder_foreground_topk"],
+                              np.broadcast_to(g["encoder_foreground_topk"], ours["encoder_foreground_topk"].shape)),
+            "encoder_foreground_topk")
     for layer, key in numbered(g, r"foreground_inds_l(\d+)"):
         rows.extend(compare_encoder_layer(name, g, ours, layer))
     for key in ("memory", "memory_rownorm"):
@@ -394,7 +447,7 @@ def compare_encoder_layer(name, g, ours, layer):
     ref_ids = g[key]
 
     def our_ids():
-        k = int(np.asarray(ours["encoder_foreground_topk"])[layer])
+        k = int(np.asarray(ours["encoder_foreground_topk"])[0, layer])
         return ours[key][:, :k]
 
     row = add(lambda: set_row(name, key, our_ids(), ref_ids), key)
@@ -473,15 +526,16 @@ def train_criterion(model, meta, matcher="auto"):
                               matcher=HungarianMatcher(assignment=build_assignment(matcher)))
 
 
-def train_inputs(model, g, meta):
+def train_inputs(model, g, meta, canvas=None):
     """(model inputs, criterion targets, denoising batch) of a training fixture: the images on
-    their canvas, the replayed denoising queries, the teacher-forced two-stage top-k, the GT."""
+    their canvas (or a larger ``canvas`` (H, W)), the replayed denoising queries, the
+    teacher-forced two-stage top-k, the GT."""
     from mindspore import Tensor
 
-    images, sizes = batch_images(g)
+    images, sizes = batch_images(g, canvas)
     dn = fixture_denoising(g, model.num_classes, meta["dn"])
     model_in = (Tensor(images), Tensor(sizes), tuple(Tensor(a) for a in dn.model_inputs()),
-                Tensor(g["two_stage_topk_inds"].astype(np.int32)))
+                Tensor(teacher_topk(g, canvas)))
     boxes, labels, valid = fixture_targets(g)
     targets = (Tensor(boxes), Tensor(labels), Tensor(valid), Tensor(sizes), tuple(images.shape[2:]),
                tuple(Tensor(a) for a in dn.criterion_inputs()))
@@ -695,7 +749,7 @@ def grad_pairing_rows(label, meta, train, train_meta):
     return rows
 
 
-def run_grad_model(model, g, meta, mode, matcher="auto"):
+def run_grad_model(model, g, meta, mode, matcher="auto", canvas=None):
     """One ``ops.value_and_grad`` of the model + criterion (the training fixture's inputs, replayed
     denoising draws, teacher-forced two-stage top-k) w.r.t. every trainable parameter of the
     port: the plain float32 sum of the weighted losses, as the training step differentiates it.
@@ -706,7 +760,7 @@ def run_grad_model(model, g, meta, mode, matcher="auto"):
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     model.set_train(True)
     model.set_capture(False)
-    model_in, targets, _ = train_inputs(model, g, meta)
+    model_in, targets, _ = train_inputs(model, g, meta, canvas)
     params = model.trainable_params()
 
     class ModelLoss(nn.Cell):
@@ -731,8 +785,8 @@ def run_grad_model(model, g, meta, mode, matcher="auto"):
         def construct(self, images, sizes, dn_inputs, topk, boxes, labels, valid, image_sizes, dn_targets):
             return self.grad_fn(images, sizes, dn_inputs, topk, boxes, labels, valid, image_sizes, dn_targets)
 
-    boxes, labels, valid, image_sizes, canvas, dn_targets = targets
-    step = GradStep(ModelLoss(model, train_criterion(model, meta, matcher), canvas), ParameterTuple(params))
+    boxes, labels, valid, image_sizes, canvas_hw, dn_targets = targets
+    step = GradStep(ModelLoss(model, train_criterion(model, meta, matcher), canvas_hw), ParameterTuple(params))
     (total, losses), grads = step(*model_in, boxes, labels, valid, image_sizes, dn_targets)
     return {"total_loss": float(total.asnumpy()), "losses": [float(v.asnumpy()) for v in losses],
             "grads": {p.name: gr.asnumpy() for p, gr in zip(params, grads)},
@@ -1069,9 +1123,10 @@ def account_arrays(label, g, meta, rows):
     return out
 
 
-def compare_fixture(path, golden_dir, mode, kernels="auto", matcher="auto"):
+def compare_fixture(path, golden_dir, mode, kernels="auto", matcher="auto", canvas=None):
     """Rows for one fixture file; a fixture that cannot be compared gives one 'not compared' row,
-    and every array of a compared one is compared, consumed as an input or listed as not compared."""
+    and every array of a compared one is compared, consumed as an input or listed as not compared.
+    With ``canvas`` (H, W) only the layout-free results are compared (see the module docstring)."""
     import gc
 
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -1084,11 +1139,14 @@ def compare_fixture(path, golden_dir, mode, kernels="auto", matcher="auto"):
         return [not_compared(label, "-", "a JSON without arrays (no .npz of this name)")]
     g = FixtureArrays(np.load(path))
     supported = fixture_model_config(meta) is not None
+    if canvas is not None and not stem.startswith(("model_eval_", "model_grad_")):
+        return [not_compared(label, "-", "--canvas compares detections and gradients only")]
     if stem.startswith("msda_core"):
         rows = compare_msda(label, g, mode, kernels)
     elif stem.startswith("model_eval_") and supported:
         model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1], kernels=kernels)
-        rows = compare_eval(label, g, run_eval_model(model, g, mode))
+        ours = run_eval_model(model, g, mode, canvas)
+        rows = compare_detections(label, g, ours["det"]) if canvas else compare_eval(label, g, ours)
     elif stem.startswith("model_train_") and supported:
         model = build_golden_model(golden_dir, meta, num_classes=g["pred_logits"].shape[-1], kernels=kernels)
         rows = compare_train(label, g, meta, run_train_model(model, g, meta, mode, matcher))
@@ -1101,8 +1159,8 @@ def compare_fixture(path, golden_dir, mode, kernels="auto", matcher="auto"):
         model = build_golden_model(golden_dir, train_meta, num_classes=train_g["pred_logits"].shape[-1],
                                    kernels=kernels)
         rows = grad_pairing_rows(label, meta, train, train_meta)
-        rows += compare_grad(label, g, meta, run_grad_model(model, train_g, train_meta, mode, matcher), entries,
-                             train_meta)
+        rows += compare_grad(label, g, meta, run_grad_model(model, train_g, train_meta, mode, matcher, canvas),
+                             entries, train_meta)
     else:
         note = (f"backbone of {meta.get('model', '?')!r} not supported yet" if stem.startswith("model_")
                 else "unknown fixture kind")
@@ -1141,6 +1199,8 @@ def main(argv=None):
                         help="operators of the models: the config default, the fused kernels, or pure MindSpore")
     parser.add_argument("--matcher", choices=("auto", "builtin", "kernel", "pyfunc"), default="auto",
                         help="assignment backend of the training fixtures' matcher (kernels.matcher)")
+    parser.add_argument("--canvas", type=int, nargs=2, metavar=("H", "W"),
+                        help="run the model fixtures on this larger canvas (detections and gradients compared)")
     parser.add_argument("--allow-partial", action="store_true",
                         help="exit 0 even when a fixture or an array is left uncompared (failures still exit 1)")
     parser.add_argument("--verbose", action="store_true",
@@ -1153,6 +1213,9 @@ def main(argv=None):
     arrays, key_lists = fixture_paths(args.golden)
     if not arrays and not key_lists:
         parser.error(f"--golden: no fixtures (*.npz, state_dict_*.json) in {args.golden}")
+    canvas = tuple(args.canvas) if args.canvas else None
+    if canvas:
+        key_lists = []
     modes = ("graph", "pynative") if args.mode == "both" else (args.mode,)
     rows = []
     for path in key_lists:
@@ -1161,7 +1224,7 @@ def main(argv=None):
     for path in arrays:
         for mode in modes:
             start = time.time()
-            new = _safe(compare_fixture, path, args.golden, mode, args.kernels, args.matcher)
+            new = _safe(compare_fixture, path, args.golden, mode, args.kernels, args.matcher, canvas)
             rows.extend(new)
             shown = [r.line() for r in new if args.verbose or not r.detail or not r.ok]
             print("\n".join(shown), flush=True)

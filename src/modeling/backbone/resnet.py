@@ -9,10 +9,16 @@ We replace it with symmetric padding 1 (-inf). All BatchNorms are frozen
 (``FrozenBatchNorm2d``), and parameters up to ``freeze_at`` do not train. mindcv's block adds
 the shortcut in place (``out += identity``); in a large graph MindSpore turns every in-place
 op into a side effect with control edges to all kernels, so our block adds out of place.
+
+``construct(x, extent)``: with the official extent (``src.layers.extent``) of a larger canvas,
+every input of a convolution or pool wider than 1x1 is zeroed outside the extent, so the maps
+inside it are those of an extent-sized image (whose convolutions pad with zeros).
 """
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from ...layers.extent import downsampled, keep_inside
 
 
 class FrozenBatchNorm2d(nn.Cell):
@@ -41,18 +47,33 @@ class FrozenBatchNorm2d(nn.Cell):
 
 
 class _Bottleneck(Bottleneck):
-    def construct(self, x):
+    """Takes and returns (map, extent of the map) so that ``nn.SequentialCell`` carries both."""
+
+    def __init__(self, in_channels, channels, stride=1, **kwargs):
+        super().__init__(in_channels, channels, stride=stride, **kwargs)
+        self.stride = stride
+
+    def construct(self, inputs):
+        x, extent = inputs
         identity = x if self.down_sample is None else self.down_sample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
+        out = self.relu(self.bn2(self.conv2(keep_inside(out, extent))))
+        return self.relu(self.bn3(self.conv3(out)) + identity), downsampled(extent, self.stride)
 
 
 class _BasicBlock(BasicBlock):
-    def construct(self, x):
+    """As ``_Bottleneck``; both convolutions are 3x3."""
+
+    def __init__(self, in_channels, channels, stride=1, **kwargs):
+        super().__init__(in_channels, channels, stride=stride, **kwargs)
+        self.stride = stride
+
+    def construct(self, inputs):
+        x, extent = inputs
         identity = x if self.down_sample is None else self.down_sample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
+        out = self.relu(self.bn1(self.conv1(keep_inside(x, extent))))
+        out_extent = downsampled(extent, self.stride)
+        return self.relu(self.bn2(self.conv2(keep_inside(out, out_extent))) + identity), out_extent
 
 
 _DEPTHS = {18: (_BasicBlock, [2, 2, 2, 2]), 34: (_BasicBlock, [3, 4, 6, 3]),
@@ -86,10 +107,13 @@ class ResNetBackbone(ResNet):
             if any(p.name.startswith(prefix) for prefix in frozen):
                 p.requires_grad = False
 
-    def construct(self, x):
-        x = self.max_pool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
+    def construct(self, x, extent=None):
+        """``extent``: (B,2) official extent in pixels, or None (the canvas); the image is
+        already zero outside it."""
+        extent = downsampled(extent, 2)
+        x = self.max_pool(keep_inside(self.relu(self.bn1(self.conv1(x))), extent))
+        x = self.layer1((x, downsampled(extent, 2)))
         res3 = self.layer2(x)
         res4 = self.layer3(res3)
         res5 = self.layer4(res4)
-        return res3, res4, res5
+        return res3[0], res4[0], res5[0]

@@ -331,7 +331,10 @@ class SwinBackbone(nn.Cell):
         # plain tuple for construct (the Cells are registered under norm{i} above)
         self._out_norms = tuple(getattr(self, f"norm{i}") for i in self.out_indices)
 
-    def construct(self, x):
+    def construct(self, x, extent=None):
+        """``extent`` is not used: the windows, their padding and the shifted-window masks follow
+        the canvas, so on a canvas larger than the official extent the maps near its border
+        differ (README, "Static canvases")."""
         x = self.patch_embed(x)
         outs = ()
         k = 0

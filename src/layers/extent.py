@@ -1,0 +1,66 @@
+"""The official extent inside a static canvas.
+
+Graph mode pads every batch to a static canvas (H, W); the official model pads a batch only
+to its own extent: the batch maximum in training, the image itself at inference (its batch
+size 1). Cells that read beyond the image (convolutions at the border, GroupNorm statistics,
+means over a level, map-size dependent resizes, top-k over tokens) take the extent as a
+(B, 2) int32 tensor [h, w] in cells of the map they work on and exclude everything outside
+it, so a larger canvas gives the official numbers. ``None`` means the canvas is the extent.
+"""
+import mindspore as ms
+from mindspore import ops
+
+
+def extent_of(image_sizes, training):
+    """(B,2) extent in pixels: the batch maximum in training, each image at inference."""
+    sizes = image_sizes.astype(ms.int32)
+    if training:
+        return ops.broadcast_to(ops.amax(sizes, 0, keepdims=True), sizes.shape)
+    return sizes
+
+
+def downsampled(extent, stride):
+    """Extent on a map of ``stride`` (every stride-2 layer rounds up, as the backbone does)."""
+    if extent is None:
+        return None
+    return (extent + (stride - 1)) // stride
+
+
+def inside(extent, height, width):
+    """(B,h,w) bool: cells of an (h, w) map that lie inside the (B,2) extent."""
+    rows = ops.arange(height, dtype=ms.int32)[None, :, None] < extent[:, 0, None, None]
+    cols = ops.arange(width, dtype=ms.int32)[None, None, :] < extent[:, 1, None, None]
+    return ops.logical_and(rows, cols)
+
+
+def keep_inside(x, extent):
+    """(B,C,h,w) maps with every cell outside the extent set to 0, so that a following
+    convolution or (post-ReLU) max-pool sees the zero border of an extent-sized map."""
+    if extent is None:
+        return x
+    outside = ops.logical_not(inside(extent, x.shape[2], x.shape[3]))[:, None]
+    return ops.masked_fill(x, ops.broadcast_to(outside, x.shape), 0.0)
+
+
+def nearest_source(extent_len, map_len, size):
+    """(B,size) source index of torch's legacy 'nearest' resize from ``extent_len`` (B,) input
+    cells to ``map_len`` (B,) output cells: min(floor(i * float32(in/out)), in - 1) (ATen's rule;
+    its equal-size and exact-2x shortcuts give the same indices)."""
+    scale = extent_len.astype(ms.float32) / map_len.astype(ms.float32)
+    i = ops.arange(size, dtype=ms.float32)[None, :]
+    idx = ops.floor(i * scale[:, None]).astype(ms.int32)
+    return ops.minimum(idx, (extent_len - 1)[:, None])
+
+
+def masked_mean(x, weights, axis):
+    """Mean of x over ``axis`` where ``weights`` (0/1, broadcast to x explicitly) are 1."""
+    weights = ops.broadcast_to(weights, x.shape)
+    return (x * weights).sum(axis, keepdims=True) / weights.sum(axis, keepdims=True)
+
+
+def rank_last_outside(scores, in_extent):
+    """(B,S) scores with the tokens outside the extent below every token inside it, so that a
+    top-k takes them last. Finite, not -inf: the OESM multiplies the foreground score by a class
+    score, whose gradient a -inf would make NaN."""
+    low = ops.amin(ops.where(in_extent, scores, float("inf")))
+    return ops.where(in_extent, scores, low - ops.abs(low) - 1.0)

@@ -1,0 +1,115 @@
+"""Static canvases change no result (``model.canvas: extent``, the default): the golden fixtures
+on a canvas larger than the official padded batch give the fixture's losses and gradients
+(``model_train_r50`` / ``model_grad_r50``) and detections (``model_eval_r50``, also through an
+exported MINDIR of the larger canvas), at the fixture tolerances. (``model.canvas: padded``
+reproduces the eval fixture on its own canvas: ``tests/test_eval.py``.)
+
+The canvas (424, 452) is not a multiple of any level stride, so every map has a ceil-rounded
+border beyond the fixture's 384 x 384 batch."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Tensor, nn
+
+import export
+from src.config import load_config
+from src.inference import build_inference_net
+from src.tools import parity
+
+REPO = Path(__file__).resolve().parents[1]
+CANVAS = (424, 452)
+
+
+def failures(rows):
+    return [r.line() for r in rows if not r.ok]
+
+
+@pytest.fixture(scope="module")
+def grad_inputs(golden_dir):
+    meta = json.load(open(golden_dir / "model_grad_r50.json"))
+    path = str(golden_dir / "model_grad_r50.npz")
+    _, train_g, train_meta, entries = parity.grad_fixture_inputs(path, str(golden_dir), meta)
+    return path, meta, train_g, train_meta, entries
+
+
+@pytest.mark.parametrize("canvas_mode", ["graph", "pynative"])
+def test_losses_and_gradients_on_a_larger_canvas(golden_dir, grad_inputs, canvas_mode):
+    path, meta, train_g, train_meta, entries = grad_inputs
+    model = parity.build_golden_model(str(golden_dir), train_meta, num_classes=80, kernels="kernel")
+    ours = parity.run_grad_model(model, train_g, train_meta, canvas_mode, canvas=CANVAS)
+    rows = parity.compare_grad("model_grad_r50@canvas", parity.FixtureArrays(np.load(path)), meta, ours, entries,
+                               train_meta)
+    assert not failures(rows), "\n".join(failures(rows))
+    names = {r.name for r in rows}
+    assert {"total_loss", "losses_weighted (40)", "global_grad_norm"} <= names
+    assert sum(r.name.startswith("grad_norm|") for r in rows) == len(meta["params"])
+
+
+@pytest.fixture(scope="module")
+def eval_fixture(golden_dir):
+    meta = json.load(open(golden_dir / "model_eval_r50.json"))
+    return parity.FixtureArrays(np.load(golden_dir / "model_eval_r50.npz")), meta
+
+
+def eval_rows(golden_dir, eval_fixture, mode, canvas, overrides=()):
+    g, meta = eval_fixture
+    model = parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels="kernel", overrides=overrides)
+    ours = parity.run_eval_model(model, g, mode, canvas)
+    return parity.compare_detections("model_eval_r50@canvas", g, ours["det"])
+
+
+def test_detections_on_a_larger_canvas(golden_dir, eval_fixture, mode):
+    rows = eval_rows(golden_dir, eval_fixture, mode, CANVAS)
+    assert not failures(rows), "\n".join(failures(rows))
+    assert sum(r.name.startswith("det_boxes_") for r in rows) == 2
+
+
+def test_exported_mindir_of_a_larger_canvas_equals_the_official_canvas(golden_dir, eval_fixture, tmp_path):
+    """export.py with a fixed canvas larger than the images gives the detections of the Python
+    model on the official canvas. Both run without teacher forcing (an exported graph has
+    none), so this compares the port with itself; the teacher-forced comparison with the
+    fixture on the larger canvas is ``test_detections_on_a_larger_canvas``."""
+    g, meta = eval_fixture
+    ms.set_context(mode=ms.GRAPH_MODE)
+    overrides = parity.fixture_model_config(meta) + ["model.num_classes=80",
+                                                      f"model.num_select={g['postprocess_topk_values'].shape[1]}"]
+    config = str(REPO / "config" / "base.yaml")
+    net = build_inference_net(load_config(config, overrides + export.PORTABLE_KERNELS))
+    weights = parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels="pure")
+    ms.load_param_into_net(net.model, {p.name: p for p in weights.get_parameters()})
+    ckpt = str(tmp_path / "golden.ckpt")
+    ms.save_checkpoint(net.model, ckpt)
+    name = str(tmp_path / "golden")
+    assert export.main(["--config", config, "--ckpt", ckpt, "--file_format", "MINDIR", "--batch", "2",
+                        "--height", str(CANVAS[0]), "--width", str(CANVAS[1]), "--output", name] + overrides) == 0
+    orig_sizes = Tensor(g["orig_sizes"].astype(np.int32))
+    images, model_sizes, _ = parity.eval_batch(g, True, None)
+    expected = [t.asnumpy() for t in net(Tensor(images), Tensor(model_sizes), orig_sizes)]
+    images, model_sizes, _ = parity.eval_batch(g, True, CANVAS)
+    got = [t.asnumpy() for t in nn.GraphCell(ms.load(name + ".mindir"))(Tensor(images), Tensor(model_sizes),
+                                                                         orig_sizes)]
+    box_tol = parity.TOL_BOX * float(g["orig_sizes"].max())
+    for b in range(2):
+        unmatched = same_detections(expected, got, b, parity.TOL_ENCODER, box_tol)
+        # a top-k may swap only where scores tie within tolerance of the k-th
+        assert all(abs(expected[0][b][i] - expected[0][b][-1]) <= parity.TOL_ENCODER for i in unmatched), unmatched
+
+
+def same_detections(expected, got, b, score_tol, box_tol):
+    """Indices of image b's expected detections (scores, labels, boxes, keep) with no equal
+    detection (same label and keep, score and box within tolerance) among ``got``'s; each of
+    ``got``'s pairs with one, so near-tied neighbours may trade places."""
+    free = list(range(len(got[0][b])))
+    unmatched = []
+    for i in range(len(expected[0][b])):
+        match = next((j for j in free if got[1][b][j] == expected[1][b][i] and got[3][b][j] == expected[3][b][i]
+                      and abs(got[0][b][j] - expected[0][b][i]) <= score_tol
+                      and np.abs(got[2][b][j] - expected[2][b][i]).max() <= box_tol), None)
+        if match is None:
+            unmatched.append(i)
+        else:
+            free.remove(match)
+    return unmatched
