@@ -113,3 +113,20 @@ def same_detections(expected, got, b, score_tol, box_tol):
         else:
             free.remove(match)
     return unmatched
+
+
+def test_swin_residual_on_a_larger_canvas_is_bounded(golden_dir):
+    """Not exact (README, "Static canvases"): the Swin backbone's windows, their padding and the
+    shifted-window masks follow the canvas. Measured on 2026-12-02 with this canvas: 155 and 189 of
+    the 300 post-processed (query, class) pairs in common, common scores within 0.030. The bound
+    is loose (a regression of the extent machinery elsewhere, or of the Swin code, moves it far more)."""
+    meta = json.load(open(golden_dir / "model_eval_swin_t.json"))
+    g = parity.FixtureArrays(np.load(golden_dir / "model_eval_swin_t.npz"))
+    model = parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels="kernel")
+    scores, _, _, _, flat = parity.run_eval_model(model, g, "graph", CANVAS)["det"]
+    for b in range(2):
+        ref_flat, ref_scores = g["postprocess_topk_indices"][b], g["postprocess_topk_values"][b]
+        ours = {int(f): float(s) for f, s in zip(flat[b], scores[b])}
+        common = [i for i, f in enumerate(ref_flat) if int(f) in ours]
+        assert len(common) >= 120, len(common)
+        assert max(abs(ours[int(ref_flat[i])] - ref_scores[i]) for i in common) <= 0.06
