@@ -95,22 +95,17 @@ class FocusDETR(nn.Cell):
         bsz, _, height, width = images.shape
         pixel_pad = self.padding_mask(image_sizes, height, width)
         x = ops.where(pixel_pad[:, None], 0.0, (images - self.pixel_mean) / self.pixel_std)
-        if self.canvas_extent:
-            extent = extent_of(image_sizes, self.training)
-            level_extents = tuple(downsampled(extent, s) for s in self.level_strides)
-            backbone_feats = self.backbone(x, extent)
-            feats = self.neck(backbone_feats, level_extents)
-            masks = self.extent_masks(image_sizes, extent, level_extents, feats)
+        # padded: the canvas is the extent (its masks then mark only what lies beyond each image)
+        extent = (extent_of(image_sizes, self.training) if self.canvas_extent
+                  else ops.broadcast_to(Tensor([[height, width]], ms.int32), (bsz, 2)))
+        cells = tuple(downsampled(extent, s) for s in self.level_strides)
+        level_extents = cells if self.canvas_extent else None
+        backbone_feats = self.backbone(x, extent if self.canvas_extent else None)
+        feats = self.neck(backbone_feats, level_extents)
+        if self.canvas_extent or self.training:
+            masks = self.extent_masks(image_sizes, extent, cells, feats)
         else:
-            level_extents = None
-            backbone_feats = self.backbone(x)
-            feats = self.neck(backbone_feats)
-            canvas = ops.broadcast_to(Tensor([[height, width]], ms.int32), (bsz, 2))
-            if self.training:
-                masks = self.extent_masks(image_sizes, canvas, tuple(downsampled(canvas, s) for s in self.level_strides),
-                                          feats)
-            else:
-                masks = tuple(ops.zeros((bsz, f.shape[2], f.shape[3]), ms.bool_) for f in feats)
+            masks = tuple(ops.zeros((bsz, f.shape[2], f.shape[3]), ms.bool_) for f in feats)
         pos = tuple(self.position_embedding(m) for m in masks)
 
         dn_query = None
