@@ -16,7 +16,7 @@ from mindspore import Parameter, Tensor
 from src.modeling.backbone.swin import (SWIN_VARIANTS, SwinBackbone, relative_position_index,
                                         shifted_window_mask, swin_backbone)
 from src.config import load_config
-from src.modeling.backbone.swin_names import is_swin_structure_key, swin_port_name
+from src.checkpoint import is_structure_key, port_name
 from src.tools.parity import golden_state_dict
 
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32).reshape(3, 1, 1)
@@ -33,11 +33,12 @@ def _bare(name):
 
 
 def _load_official_backbone(model, official):
-    """Load official ``backbone.*`` arrays into a bare SwinBackbone through ``swin_port_name``."""
+    """Load official ``backbone.*`` arrays into a bare SwinBackbone through the converter's names."""
+    names = {"backbone." + p.name for p in model.get_parameters()}
     params = {}
     for key, value in official.items():
-        name = swin_port_name(key)
-        if name is not None:
+        if not is_structure_key(key):
+            name = port_name(key, names)
             params[_bare(name)] = Parameter(Tensor(value), name=_bare(name))
     not_loaded, unused = ms.load_param_into_net(model, params, strict_load=True)
     assert not not_loaded and not unused, (not_loaded, unused)
@@ -87,15 +88,14 @@ def test_official_key_list_maps_one_to_one(golden_dir):
     entries = [e for e in _swin_t_entries(golden_dir) if e["name"].startswith("backbone.")]
     model = swin_backbone("swin_tiny_224")
     ours = {p.name: tuple(p.shape) for p in model.get_parameters()}
-    structure = [e for e in entries if is_swin_structure_key(e["name"])]
+    structure = [e for e in entries if is_structure_key(e["name"])]
     assert len(structure) == sum(SWIN_VARIANTS["swin_tiny_224"]["depths"]) == 12
     assert all(e["dtype"] == "int64" and e["kind"] == "buffer" for e in structure)
     mapped = {}
     for e in entries:
-        name = swin_port_name(e["name"])
         if e in structure:
-            assert name is None
             continue
+        name = port_name(e["name"], {"backbone." + n for n in ours})
         assert name is not None and name.startswith("backbone."), e["name"]
         name = _bare(name)
         assert name in ours, f"{e['name']} -> {name}: no such parameter"
@@ -367,7 +367,7 @@ def _values(model):
 def test_load_swin_imagenet_release_layout(tmp_path, caplog):
     from mindspore import nn
 
-    from src.modeling.backbone.pretrained import load_swin_imagenet
+    from src.checkpoint import load_swin_imagenet
 
     class Holder(nn.Cell):  # the backbone inside a detector: its parameter names get a prefix
         def __init__(self):
@@ -381,10 +381,10 @@ def test_load_swin_imagenet_release_layout(tmp_path, caplog):
     path = tmp_path / "swin_small_test_window7_224.npz"
     np.savez(path, **sd)
     before = _values(model)
-    logger = logging.getLogger("focus_detr.pretrained")
+    logger = logging.getLogger("focus_detr.checkpoint")
     logger.addHandler(caplog.handler)
     try:
-        with caplog.at_level(logging.INFO, logger="focus_detr.pretrained"):
+        with caplog.at_level(logging.INFO, logger="focus_detr.checkpoint"):
             report = load_swin_imagenet(model, path)
     finally:
         logger.removeHandler(caplog.handler)
@@ -405,8 +405,7 @@ def test_load_swin_imagenet_release_layout(tmp_path, caplog):
 
 
 def test_load_swin_imagenet_lists_every_mismatch():
-    from src.checkpoint import CheckpointMismatch
-    from src.modeling.backbone.pretrained import load_swin_imagenet
+    from src.checkpoint import CheckpointMismatch, load_swin_imagenet
 
     model = SwinBackbone(window_size=7, **SMALL)
     before = _values(model)
@@ -429,8 +428,7 @@ def test_load_swin_imagenet_lists_every_mismatch():
 
 
 def test_load_swin_imagenet_other_window_or_size():
-    from src.checkpoint import CheckpointMismatch
-    from src.modeling.backbone.pretrained import swin_imagenet_to_port
+    from src.checkpoint import CheckpointMismatch, swin_imagenet_to_port
 
     def shapes(**kw):
         return {n: tuple(p.shape) for n, p in SwinBackbone(**kw).parameters_and_names()}

@@ -25,7 +25,7 @@ relative position index and the shift masks are numpy constants of those sizes.
 
 Parameter names mirror the official state_dict (``patch_embed.proj.weight``,
 ``layers.{i}.blocks.{j}.attn.relative_position_bias_table``, ``layers.{i}.downsample.reduction
-.weight``, ``norm{i}.gamma`` ...); see ``swin_names.py``.
+.weight``, ``norm{i}.gamma`` ...); ``src/checkpoint/official.py`` maps them.
 """
 from functools import lru_cache
 

@@ -1,7 +1,11 @@
-"""ImageNet-pretrained Swin weights for training: the original Swin release layout -> ``SwinBackbone``.
+"""ImageNet-pretrained backbone weights for training: ResNet (detectron2, torchvision or mindcv
+names) and Swin (the original Swin release layout) -> the detector's backbone parameters.
 
-The official recipes start from the classification checkpoints of the Swin Transformer release
-(``swin_tiny_patch4_window7_224.pth``, ``..._22kto1k_finetune.pth``,
+ResNet: the official ``r50_v1.pkl`` (detectron2 names), torchvision or mindcv files; the
+classifier is dropped.
+
+Swin: the official recipes start from the classification checkpoints of the Swin Transformer
+release (``swin_tiny_patch4_window7_224.pth``, ``..._22kto1k_finetune.pth``,
 ``swin_{base,large}_patch4_window12_384_22k.pth``). Those files hold, under ``model``:
 
 * the backbone weights under the names ``SwinBackbone`` uses (``patch_embed.*``,
@@ -13,11 +17,12 @@ The official recipes start from the classification checkpoints of the Swin Trans
   (1000 or 21841 classes), which a detector does not use.
 
 The detection output norms ``norm1..norm3`` are not in ImageNet weights and keep their
-initialisation. Anything else (an unknown key, a backbone parameter the file lacks, a shape
-that differs) raises ``CheckpointMismatch`` with the full lists, and nothing is loaded. A
-relative position bias table of another window size (for example window-7 224 weights into a
-window-12 384 model) is reported as such; the official recipes never need a resize (each
-loads weights of its own window size), so none is attempted.
+initialisation. A relative position bias table of another window size (for example window-7 224
+weights into a window-12 384 model) is reported as such; the official recipes never need a
+resize (each loads weights of its own window size), so none is attempted.
+
+Anything else (an unknown key, a backbone parameter the file lacks, a shape that differs) raises
+``CheckpointMismatch`` with the full lists, and nothing is loaded.
 """
 import logging
 import os
@@ -25,16 +30,19 @@ import re
 
 import numpy as np
 
-from ...checkpoint import CheckpointMismatch, read_official_state_dict
-from .swin_names import swin_port_name
+from .files import read_backbone_state_dict, read_official_state_dict
+from .matching import match_weights, shape_mismatch
+from .official import port_name
 
-__all__ = ["load_swin_imagenet", "swin_imagenet_to_port"]
+__all__ = ["load_backbone_checkpoint", "load_swin_imagenet", "resnet_backbone_weights", "swin_imagenet_to_port"]
 
-log = logging.getLogger("focus_detr.pretrained")
+log = logging.getLogger("focus_detr.checkpoint")
+
+_RESNET_CLASSIFIER = re.compile(r"^fc\.|^head\.|^classifier\.|num_batches_tracked$")
 
 _INDEX = re.compile(r"^layers\.\d+\.blocks\.\d+\.attn\.relative_position_index$")
 _MASK = re.compile(r"^layers\.\d+\.blocks\.\d+\.attn_mask$")
-_CLASSIFIER = re.compile(r"^(norm|head)\.(weight|bias)$")
+_SWIN_CLASSIFIER = re.compile(r"^(norm|head)\.(weight|bias)$")
 _OUT_NORM = re.compile(r"^norm\d+\.(gamma|beta)$")
 _BIAS_TABLE = ".attn.relative_position_bias_table"
 
@@ -46,7 +54,7 @@ def _table_window(rows):
 
 
 def _describe_mismatch(key, value_shape, name, port_shape):
-    text = f"{key}: {tuple(value_shape)} -> {name}: {tuple(port_shape)}"
+    text = shape_mismatch(key, value_shape, name, port_shape)
     if key.endswith(_BIAS_TABLE) and len(value_shape) == 2 and len(port_shape) == 2:
         file_w, port_w = _table_window(value_shape[0]), _table_window(port_shape[0])
         if file_w and port_w and file_w != port_w:
@@ -55,6 +63,22 @@ def _describe_mismatch(key, value_shape, name, port_shape):
         elif value_shape[1] != port_shape[1]:
             text += f" ({value_shape[1]} heads in the file, {port_shape[1]} in the model: another Swin size)"
     return text
+
+
+def resnet_backbone_weights(state_dict, port_shapes):
+    """ImageNet ResNet weights (detectron2, torchvision or mindcv names) -> {port name: array}
+    for the detector's ``backbone.*`` parameters. The classifier is dropped; anything else
+    unmatched, a missing backbone parameter or a shape mismatch raises ``CheckpointMismatch``."""
+    backbone_shapes = {k: v for k, v in port_shapes.items() if k.startswith("backbone.")}
+    weights = {k: v for k, v in state_dict.items() if not _RESNET_CLASSIFIER.search(k)}
+
+    def name_of(key):  # torchvision's ``downsample`` is mindcv's ``down_sample``
+        return port_name("backbone." + key.replace(".downsample.", ".down_sample."), backbone_shapes)
+
+    weights, problems = match_weights(weights, backbone_shapes, name_of)
+    if problems:
+        raise problems
+    return {name: value.astype(np.float32) for name, value in weights.items()}
 
 
 def swin_imagenet_to_port(state_dict, port_shapes):
@@ -66,10 +90,9 @@ def swin_imagenet_to_port(state_dict, port_shapes):
     ``classifier`` keys and the ``kept_init`` parameter names. Raises ``CheckpointMismatch``
     listing every unknown key, unfilled parameter and shape mismatch.
     """
-    from .swin import relative_position_index
+    from ..modeling.backbone.swin import relative_position_index
 
-    weights, structure, classifier = {}, [], []
-    unmapped, mismatched, wrong_shape = [], [], set()
+    weights, structure, classifier, bad_index = {}, [], [], []
     for key, value in state_dict.items():
         value = np.asarray(value)
         if _INDEX.match(key):
@@ -77,29 +100,22 @@ def swin_imagenet_to_port(state_dict, port_shapes):
             w = int(round(np.sqrt(n))) if n > 0 else 0
             if value.ndim != 2 or value.shape[1] != n or w * w != n or not np.array_equal(
                     value, relative_position_index(w)):
-                mismatched.append(f"{key}: {tuple(value.shape)} does not hold the relative position index "
-                                  "of a square window (a different Swin layout?)")
+                bad_index.append(f"{key}: {tuple(value.shape)} does not hold the relative position index "
+                                 "of a square window (a different Swin layout?)")
             structure.append(key)
-            continue
-        if _MASK.match(key):
+        elif _MASK.match(key):
             structure.append(key)
-            continue
-        if _CLASSIFIER.match(key):
+        elif _SWIN_CLASSIFIER.match(key):
             classifier.append(key)
-            continue
-        name = swin_port_name(key, prefix="")
-        if name not in port_shapes or _OUT_NORM.match(name):
-            unmapped.append(key)
-            continue
-        if tuple(value.shape) != tuple(port_shapes[name]):
-            mismatched.append(_describe_mismatch(key, value.shape, name, port_shapes[name]))
-            wrong_shape.add(name)
-            continue
-        weights[name] = value.astype(np.float32)
+        else:
+            weights[key] = value
     kept_init = [n for n in port_shapes if _OUT_NORM.match(n)]
-    missing = [n for n in port_shapes if n not in weights and n not in kept_init and n not in wrong_shape]
-    if unmapped or missing or mismatched:
-        raise CheckpointMismatch(unmapped, missing, mismatched)
+    loaded_shapes = {n: s for n, s in port_shapes.items() if n not in kept_init}
+    weights, problems = match_weights(weights, loaded_shapes, lambda key: port_name(key, loaded_shapes),
+                                      describe=_describe_mismatch, mismatched=bad_index)
+    if problems:
+        raise problems
+    weights = {name: value.astype(np.float32) for name, value in weights.items()}
     return weights, {"structure": structure, "classifier": classifier, "kept_init": kept_init}
 
 
@@ -113,7 +129,7 @@ def load_swin_imagenet(backbone, path_or_state_dict):
     """
     from mindspore import Tensor
 
-    from .swin import SwinBackbone
+    from ..modeling.backbone.swin import SwinBackbone
 
     if not isinstance(backbone, SwinBackbone):
         raise TypeError(f"load_swin_imagenet needs a SwinBackbone, got {type(backbone).__name__}")
@@ -132,3 +148,16 @@ def load_swin_imagenet(backbone, path_or_state_dict):
              f"classifier tensors ({', '.join(report['classifier']) or 'none'}); kept the initialisation of "
              f"{len(report['kept_init'])} detection output-norm parameters ({', '.join(report['kept_init'])})")
     return report
+
+
+def load_backbone_checkpoint(model, path, backbone_name):
+    """Load ImageNet weights from ``path`` into ``model.backbone``; returns the tensor count."""
+    import mindspore as ms
+    from mindspore import Parameter, Tensor
+
+    if backbone_name == "swin":
+        return load_swin_imagenet(model.backbone, read_backbone_state_dict(path))["loaded"]
+    shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    weights = resnet_backbone_weights(read_backbone_state_dict(path), shapes)
+    ms.load_param_into_net(model, {k: Parameter(Tensor(v), name=k) for k, v in weights.items()})
+    return len(weights)
