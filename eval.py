@@ -8,13 +8,15 @@ shard of the images and rank 0 gathers the detections and prints/writes the resu
 """
 import os
 
-import src  # noqa: F401  (CPU start-up fix before MindSpore)
+import src  # noqa: F401  (CPU start-up fix before the first convolution)
 from src.checkpoint import load_port_checkpoint
-from src.cli import base_parser, exit_process, load
+from src.cli import base_parser, load
 from src.engine.distributed import init_distributed
 from src.engine.logger import setup_logger
 from src.engine.trainer import build_dataset, evaluate
+from src.inference import InferenceNet
 from src.modeling.build import build_model
+from src.runtime import exit_process
 
 
 def main(argv=None):
@@ -31,7 +33,7 @@ def main(argv=None):
     model = build_model(cfg.model, cfg.kernels)
     load_port_checkpoint(model, args.ckpt, use_ema=args.ema)
     dataset = build_dataset(cfg.data, "val")
-    stats = evaluate(cfg, model, dataset, logger, out, rank, world_size)
+    stats = evaluate(cfg, InferenceNet(model, cfg.model.num_select), dataset, logger, out, rank, world_size)
     if rank == 0:
         print("eval: " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
     return 0

@@ -15,13 +15,14 @@ any device); --custom-kernels keeps the config's CPU kernels instead.
 import os
 import time
 
-import src  # noqa: F401  (CPU start-up fix before MindSpore)
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor
 
-from src.cli import base_parser, exit_process, load
+import src  # noqa: F401  (CPU start-up fix before the first convolution)
+from src.cli import base_parser, load
 from src.inference import build_inference_net
+from src.runtime import exit_process
 
 # The custom CPU kernels (kernels: auto | kernel) are AOT .so files whose absolute path is baked
 # into the MINDIR, so a graph using them runs only on this machine's CPU. By default the export

@@ -13,13 +13,14 @@ a fixed canvas, or use --mode pynative, for folders of mixed sizes).
 import json
 import os
 
-import src  # noqa: F401  (CPU start-up fix before MindSpore)
 import cv2
 import numpy as np
 from mindspore import Tensor
 
-from src.cli import base_parser, exit_process, load
+import src  # noqa: F401  (CPU start-up fix before the first convolution)
+from src.cli import base_parser, load
 from src.inference import build_inference_net, preprocess, read_image
+from src.runtime import exit_process
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 FOCUS_PANEL = 320  # longest side of one panel of the focus picture, in pixels
@@ -91,14 +92,16 @@ def detections_of(scores, labels, boxes, keep, score_thr, names):
 def kept_token_maps(focus, num_layers, num_levels):
     """Per encoder layer and level, the (h, w) 0/1 map of the tokens the layer updates in image
     0: the first min(k_l, focus_token_nums) rows of its foreground ranking (rows beyond k_l are
-    static-shape padding; rows beyond the image's own budget are not written back)."""
-    inds, layer_k, focus_nums = focus[:num_layers], focus[num_layers], focus[num_layers + 1]
-    shapes = [m.shape[1:] for m in focus[num_layers + 2:num_layers + 2 + num_levels]]
+    static-shape padding; rows beyond the image's own budget are not written back). ``focus``:
+    {name: array} of the ``InferenceNet``'s ``focus_names``."""
+    inds = [focus[f"foreground_inds_l{layer}"] for layer in range(num_layers)]
+    layer_k, focus_nums = focus["encoder_foreground_topk"], focus["focus_token_nums"]
+    shapes = [focus[f"mask_l{lvl}"].shape[1:] for lvl in range(num_levels)]
     ends = np.cumsum([h * w for h, w in shapes])
     maps = []
-    for l in range(num_layers):
+    for layer in range(num_layers):
         kept = np.zeros(ends[-1], np.float32)
-        kept[inds[l][0, :min(int(layer_k[0, l]), int(focus_nums[0]))]] = 1.0
+        kept[inds[layer][0, :min(int(layer_k[0, layer]), int(focus_nums[0]))]] = 1.0
         maps.append([s.reshape(h, w) for s, (h, w) in zip(np.split(kept, ends[:-1]), shapes)])
     return maps
 
@@ -118,11 +121,11 @@ def focus_picture(image_rgb, maps, canvas_hw, image_hw):
         return cv2.resize(full[:image_hw[0], :image_hw[1]], (pw, ph), interpolation=cv2.INTER_NEAREST)
 
     rows = []
-    for l, level_maps in enumerate(maps):
+    for layer, level_maps in enumerate(maps):
         panels = []
         for lvl, m in enumerate(level_maps):
             panel = (base * (0.2 + 0.8 * panel_map(m)[..., None])).astype(np.uint8)
-            label = f"layer {l} level {lvl}: {int(m.sum())}/{m.size}"
+            label = f"layer {layer} level {lvl}: {int(m.sum())}/{m.size}"
             cv2.putText(panel, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
             panels.append(panel)
         rows.append(np.concatenate(panels, 1))
@@ -168,7 +171,7 @@ def main(argv=None):
             json.dump({"image": path, "height": image.shape[0], "width": image.shape[1], "detections": dets}, f,
                       indent=1)
         if args.show_focus:
-            maps = kept_token_maps(out[4:], num_layers, num_levels)
+            maps = kept_token_maps(dict(zip(net.focus_names, out[4:])), num_layers, num_levels)
             cv2.imwrite(stem + "_focus.jpg", focus_picture(image, maps, batch.shape[2:], image_sizes[0]))
         print(f"infer: {path}: {len(dets)} detections >= {args.score_thr} -> {stem}.jpg")
     return 0

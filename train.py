@@ -7,15 +7,15 @@ Logs go to the console and to ``train.output_dir/log.txt``; every loss term of e
 iteration to ``metrics.jsonl``; checkpoints (model, optimizer, loss scale,
 iteration) to ``train.output_dir`` every ``train.checkpoint_period`` iterations.
 """
-import sys
 
-import src  # noqa: F401  (CPU start-up fix before MindSpore)
+import src  # noqa: F401  (CPU start-up fix before the first convolution)
 from src.checkpoint import load_backbone_checkpoint, load_port_checkpoint
 from src.cli import base_parser, load
 from src.engine.distributed import init_distributed
 from src.engine.logger import setup_logger
 from src.engine.trainer import Trainer, build_dataset, evaluate
 from src.modeling.build import build_model
+from src.runtime import exit_process
 
 
 def main(argv=None):
@@ -51,9 +51,9 @@ def main(argv=None):
         trainer.resume(args.resume)
     trainer.train()
     if val_set is not None and not args.no_eval and rank == 0:
-        evaluate(cfg, model, val_set, logger, out)
+        evaluate(cfg, trainer.eval_net, val_set, logger, out)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())  # a normal exit: under msrun the scheduler waits for every worker to leave
+    exit_process(main())

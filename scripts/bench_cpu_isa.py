@@ -19,10 +19,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def worker(resnet, repeat):
     import numpy as np
-    import mindspore as ms
     from mindspore import Tensor, nn
 
-    ms.set_context(mode=ms.PYNATIVE_MODE)
+    from src.runtime import set_mode
+
+    set_mode("pynative")
     if resnet:
         from src.modeling.backbone.resnet import ResNetBackbone
 

@@ -14,13 +14,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import src  # noqa: F401,E402  (CPU start-up fix before MindSpore)
-import numpy as np  # noqa: E402
 import mindspore as ms  # noqa: E402
+import numpy as np  # noqa: E402
 from mindspore import Tensor  # noqa: E402
 
+import src  # noqa: F401,E402  (CPU start-up fix before the first convolution)
 from src.losses.assignment import AssignmentBuiltin, AssignmentPyfunc, assign_queries  # noqa: E402
 from src.ops import LinearSumAssignmentKernel  # noqa: E402
+from src.runtime import exit_process, set_mode  # noqa: E402
 
 BACKENDS = {"pyfunc": AssignmentPyfunc, "builtin": AssignmentBuiltin, "kernel": LinearSumAssignmentKernel}
 
@@ -33,7 +34,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--mode", choices=("graph", "pynative"), default="graph")
     args = parser.parse_args()
-    ms.set_context(mode=ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE)
+    set_mode(args.mode)
     rng = np.random.default_rng(0)
     cost = rng.random((args.images, args.queries, args.gt)).astype(np.float32)
     num_valid = np.full(args.images, args.gt, np.int32)
@@ -55,13 +56,12 @@ def main():
             cell(*inputs).asnumpy()
             times.append(time.perf_counter() - start)
         medians[name] = statistics.median(times)
-        print(f"{name:8s} median {medians[name] * 1e3:8.2f} ms  min {min(times) * 1e3:8.2f}  max {max(times) * 1e3:8.2f}"
-              f"  first call {first * 1e3:8.1f} ms  (equal to scipy)")
+        print(f"{name:8s} median {medians[name] * 1e3:8.2f} ms  min {min(times) * 1e3:8.2f}  "
+              f"max {max(times) * 1e3:8.2f}  first call {first * 1e3:8.1f} ms  (equal to scipy)")
     ratios = " ".join(f"{name}_vs_pyfunc={medians[name] / medians['pyfunc']:.2f}" for name in medians)
     print(f"bench_matcher: images={args.images} queries={args.queries} gt={args.gt} " + ratios)
 
 
 if __name__ == "__main__":
     main()
-    sys.stdout.flush()
-    os._exit(0)  # skip MindSpore's noisy Cell.__del__ at interpreter exit
+    exit_process(0)

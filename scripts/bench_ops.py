@@ -72,7 +72,7 @@ def msda_setup(scale, op="msda"):
 
 
 def token_setup(scale):
-    tokens = sum(h * w for h, w in msda_setup(scale)["shapes"])  # noqa: the encoder's token count
+    tokens = sum(h * w for h, w in msda_setup(scale)["shapes"])  # the encoder's token count
     return dict(B=2, S=tokens, C=256, K=max(1, round(3000 * scale)))
 
 
@@ -130,11 +130,12 @@ def run_one(op, impl, mode, repeat, scale):
         return run_torch_block(repeat, scale)
     if impl == "alone":
         return run_kernel_alone(op, repeat, scale)
-    import src  # noqa: F401  (CPU start-up fix)
     import mindspore as ms
     from mindspore import Tensor, nn
 
-    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    from src.runtime import set_mode
+
+    set_mode(mode)
     rng = np.random.default_rng(0)
     if op == "block":
         fwd, fwd_bwd = mindspore_block(scale, rng)
@@ -172,9 +173,10 @@ def run_one(op, impl, mode, repeat, scale):
         fwd = lambda: forward(*args)  # noqa: E731
         fwd_bwd = lambda: backward(*args, grad_output)  # noqa: E731
     else:
+        from mindspore import ops
+
         from src.layers.token_ops import RowGatherReference, RowScatterReference
         from src.ops.token_kernel import RowGatherKernel, RowScatterKernel
-        from mindspore import ops
 
         class RowGatherElements(nn.Cell):  # the naive formulation: a (B,K,C) broadcast index
             def construct(self, x, idx):
@@ -252,9 +254,10 @@ def block_inputs(rng, cfg):
 
 def mindspore_block(scale, rng):
     """(forward, forward+backward) closures of our MultiScaleDeformableAttention with the kernel."""
-    import numpy as np
     import mindspore as ms
+    import numpy as np
     from mindspore import Tensor, nn
+
     from src.layers.ms_deform_attn import MultiScaleDeformableAttention
     cfg = msda_setup(scale, "block")
     shapes = cfg["shapes"]
@@ -345,7 +348,9 @@ def run_kernel_alone(op, repeat, scale):
     """The CPU row kernels called directly (ctypes on numpy buffers, no MindSpore, no framework
     output allocation): what is left of the 'kernel' rows is MindSpore's graph launch and memory."""
     import ctypes
+
     import numpy as np
+
     from src.ops.build import library_path
     lib = ctypes.CDLL(str(library_path("CPU")))
     arrays = token_arrays(scale)
@@ -443,7 +448,8 @@ def main():
           f"threads=OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')} cpus={os.cpu_count()}")
     print(f"msda: B={mc['B']} S={mc['S']} Q={mc['Q']} M={mc['M']} D={mc['D']} L={mc['L']} P={mc['P']} "
           f"levels={list(mc['shapes'])}")
-    print(f"token ops: B={tc['B']} S={tc['S']} C={tc['C']} K={tc['K']} (row_gather: K rows out; row_scatter: K rows back, count=(K, K/2))")
+    print(f"token ops: B={tc['B']} S={tc['S']} C={tc['C']} K={tc['K']} "
+          "(row_gather: K rows out; row_scatter: K rows back, count=(K, K/2))")
     print(f"msda_dec: the same maps, Q={msda_setup(args.scale, 'msda_dec')['Q']} decoder queries")
     print(f"block: B={bc['B']} S=Q={bc['S']} levels={list(bc['shapes'])} embed={bc['M'] * bc['D']}")
     results = [run_subprocess(op, impl, args) for op in OPS if op in args.ops

@@ -52,11 +52,14 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import src  # noqa: F401,E402  (CPU start-up fix before MindSpore)
 import numpy as np  # noqa: E402
 
-from src.cli import base_parser, exit_process, load  # noqa: E402
-from src.runtime import cpu_name  # noqa: E402
+import src  # noqa: F401,E402  (CPU start-up fix before the first convolution)
+from src.cli import base_parser, load  # noqa: E402
+from src.runtime import (
+    cpu_name,  # noqa: E402
+    exit_process,  # noqa: E402
+)
 
 START = time.perf_counter()
 
@@ -115,6 +118,7 @@ def bench(args, cfg, height, width, output_dir):
 
     import mindspore as ms
     from mindspore import Tensor
+
     from src.data.synthetic import random_train_batch
     from src.engine.logger import setup_logger
     from src.engine.trainer import Trainer

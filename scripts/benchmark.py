@@ -30,17 +30,21 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import src  # noqa: F401,E402  (CPU start-up fix before MindSpore)
-import numpy as np  # noqa: E402
 import mindspore as ms  # noqa: E402
+import numpy as np  # noqa: E402
 from mindspore import Tensor  # noqa: E402
 
-from src.cli import base_parser, exit_process  # noqa: E402
+import src  # noqa: F401,E402  (CPU start-up fix before the first convolution)
+from src.cli import base_parser  # noqa: E402
 from src.config import load_config  # noqa: E402
 from src.inference import build_inference_net  # noqa: E402
 from src.modeling.backbone.resnet import ResNetBackbone  # noqa: E402
 from src.modeling.backbone.swin import SwinBackbone  # noqa: E402
-from src.runtime import cpu_name, set_mode  # noqa: E402
+from src.runtime import (  # noqa: E402
+    cpu_name,
+    exit_process,  # noqa: E402
+    set_mode,
+)
 
 MODULES = ("backbone", "neck", "encoder: foreground scoring", "encoder: MCSP class scores",
            "encoder: OESM self-attention", "encoder: deformable attention", "encoder: FFN",

@@ -2,10 +2,8 @@
 device, logging."""
 import argparse
 import os
-import sys
 
 from .config import load_config
-from .engine.distributed import launched_by_msrun
 from .runtime import set_mode
 
 # (train json, train images, val json, val images) relative to a dataset root
@@ -41,13 +39,3 @@ def load(args):
     set_mode(args.mode, args.device)
     return cfg
 
-
-def exit_process(code):
-    """End an entry point with ``code`` after flushing the output: ``os._exit`` skips interpreter
-    teardown, which can stall on the data pipeline's threads; under msrun a normal exit, because
-    its scheduler waits for every worker to leave normally."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if launched_by_msrun():
-        sys.exit(code)
-    os._exit(code)

@@ -6,26 +6,25 @@ to ``data.test_short_side`` with the longest edge at most ``data.test_max_size``
 zeros at the bottom/right to a static canvas. ``InferenceNet`` runs the detector and the
 post-processing in one graph; it is the Cell that export.py writes to MINDIR.
 """
-import cv2
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import nn
 from mindspore.ops import functional as F
 
 from .checkpoint import load_port_checkpoint
-from .data.loader import choose_canvas
+from .data.coco import decode_image
+from .data.loader import choose_canvas, pad_to_canvas
 from .data.transforms import resize_image, resize_shortest_edge_size
 from .modeling.build import build_model
 from .modeling.postprocess import PostProcess
 
 
 def read_image(path):
-    """RGB uint8 (H, W, 3); EXIF orientation applied by OpenCV as in the dataset reader."""
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    """RGB uint8 (H, W, 3), decoded as the dataset reader does."""
+    image = decode_image(path)
     if image is None:
         raise ValueError(f"{path}: cannot decode image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def preprocess(images, data_cfg, canvases=None):
@@ -39,10 +38,7 @@ def preprocess(images, data_cfg, canvases=None):
     resized = [resize_image(img, *resize_shortest_edge_size(*img.shape[:2], data_cfg.test_short_side,
                                                             data_cfg.test_max_size), data_cfg.interpolation)
                for img in images]
-    canvas_h, canvas_w = choose_canvas([r.shape[:2] for r in resized], canvases)
-    batch = np.zeros((len(images), 3, canvas_h, canvas_w), np.float32)
-    for i, r in enumerate(resized):
-        batch[i, :, :r.shape[0], :r.shape[1]] = r.transpose(2, 0, 1)
+    batch = pad_to_canvas(resized, choose_canvas([r.shape[:2] for r in resized], canvases))
     image_sizes = np.array([r.shape[:2] for r in resized], np.int32)
     orig_sizes = np.array([img.shape[:2] for img in images], np.int32)
     return batch, image_sizes, orig_sizes
@@ -53,7 +49,7 @@ def focus_capture_names(model):
     takes its rows from, the per-layer counts k_l, each image's own budget, and the per-level
     masks (only their shapes are used: the token grid of every level)."""
     layers = len(model.transformer.encoder.layers)
-    return (tuple(f"foreground_inds_l{l}" for l in range(layers))
+    return (tuple(f"foreground_inds_l{lid}" for lid in range(layers))
             + ("encoder_foreground_topk", "focus_token_nums")
             + tuple(f"mask_l{i}" for i in range(model.transformer.num_levels)))
 
@@ -65,7 +61,7 @@ class InferenceNet(nn.Cell):
     of each resized image in the canvas, orig_sizes (B,2) int32 [h, w] of the original image.
     Outputs: scores (B,K) float32, labels (B,K) int32, boxes (B,K,4) float32 xyxy in original
     pixels, keep (B,K) bool (non-empty boxes); K = num_select. With ``with_focus`` the tensors
-    named by ``focus_capture_names`` follow.
+    named by ``focus_names`` follow.
 
     ``auto_prefix=False`` keeps the model's parameter names, so the exported graph carries
     the checkpoint's names.
@@ -76,8 +72,8 @@ class InferenceNet(nn.Cell):
         self.model = model
         self.postprocess = PostProcess(num_select)
         model.set_capture(with_focus)
-        names = model.capture_names()
-        self.focus_index = tuple(names.index(n) for n in focus_capture_names(model)) if with_focus else ()
+        self.focus_names = focus_capture_names(model) if with_focus else ()
+        self.focus_index = tuple(model.capture_names().index(n) for n in self.focus_names)
         self.set_train(False)
 
     def construct(self, images, image_sizes, orig_sizes):

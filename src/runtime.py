@@ -6,6 +6,7 @@ MindSpore 2.10 bundles oneDNN 3.10, which on AVX-512 machines picks its referenc
 kernel. The variable is read when the first convolution is created, so it must be
 set before then; users who set it themselves keep their value.
 """
+import contextlib
 import os
 import platform
 import sys
@@ -38,6 +39,36 @@ def set_mode(mode, device_target=None):
     ms.set_context(mode=modes[mode])
     if device_target:
         ms.set_device(device_target)
+
+
+def launched_by_msrun():
+    """True in a worker of a multi-worker msrun job (msrun exports the worker count)."""
+    return "MS_WORKER_NUM" in os.environ and int(os.environ["MS_WORKER_NUM"]) > 1
+
+
+def exit_process(code):
+    """End a process with ``code`` after flushing the output. ``os._exit`` skips interpreter
+    teardown, which can stall on the data pipeline's threads and prints MindSpore's Cell.__del__
+    noise; under msrun (any worker count) a normal exit, because its scheduler waits for every
+    worker to leave normally."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if "MS_WORKER_NUM" in os.environ:
+        sys.exit(code)
+    os._exit(code)
+
+
+@contextlib.contextmanager
+def mode_scope(mode):
+    """``set_mode(mode)`` inside a ``with`` block, the previous mode after it."""
+    import mindspore as ms
+
+    previous = ms.get_context("mode")
+    set_mode(mode)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=previous)
 
 
 def silence_cell_del_at_exit():

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import src  # noqa: F401  (applies the CPU start-up fix before MindSpore is imported)
-import mindspore as ms
+from src.runtime import mode_scope
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("FOCUS_DETR_GOLDEN", REPO.parent / "shared" / "golden"))
@@ -25,10 +24,8 @@ def golden_dir():
 @pytest.fixture(params=["graph", "pynative"])
 def mode(request):
     """Run the test once in GRAPH_MODE and once in PYNATIVE_MODE."""
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
-    yield request.param
-    ms.set_context(mode=previous)
+    with mode_scope(request.param):
+        yield request.param
 
 
 @pytest.fixture

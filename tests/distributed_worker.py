@@ -7,11 +7,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import src  # noqa: E402,F401
-import numpy as np  # noqa: E402
 import mindspore as ms  # noqa: E402
+import numpy as np  # noqa: E402
 from mindspore import Tensor  # noqa: E402
 
+import src  # noqa: E402,F401
 from src.config import load_config  # noqa: E402
 from src.engine.distributed import init_distributed  # noqa: E402
 from src.engine.trainer import Trainer, build_dataset  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.checkpoint import CheckpointMismatch, official_to_port
+from src.checkpoint import CheckpointMismatch, official_to_port, parameter_shapes
 from src.tools.parity import golden_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def r50_port_shapes():
 
     model = build_model(load_config(str(REPO / "config/focus_detr_r50_4scale_12ep.yaml")).model,
                         load_config(str(REPO / "config/base.yaml")).kernels)
-    return {p.name: tuple(p.shape) for p in model.get_parameters()}
+    return parameter_shapes(model)
 
 
 def test_imagenet_resnet_weights_in_detectron2_and_torchvision_layouts(golden_dir, tmp_path):
@@ -107,7 +107,8 @@ def test_imagenet_resnet_weights_in_detectron2_and_torchvision_layouts(golden_di
     tv = {}
     for name, shape in backbone.items():
         stem, _, last = name[len("backbone."):].rpartition(".")
-        tv["module." + stem.replace("down_sample", "downsample") + "." + suffix.get(last, last)] = np.ones(shape, np.float32)
+        key = "module." + stem.replace("down_sample", "downsample") + "." + suffix.get(last, last)
+        tv[key] = np.ones(shape, np.float32)
     tv["module.fc.weight"] = np.ones((1000, 2048), np.float32)
     np.savez(tmp_path / "r50_tv.npz", **tv)
     loaded = resnet_backbone_weights(read_backbone_state_dict(str(tmp_path / "r50_tv.npz")), shapes)

@@ -3,13 +3,13 @@ empty GT, and gradients against a float64 numpy reference."""
 import json
 import math
 
+import mindspore as ms
 import numpy as np
 import pytest
-import mindspore as ms
+from golden_targets import padded_targets
 from mindspore import Tensor, nn
 from scipy.optimize import linear_sum_assignment
 
-from golden_targets import padded_targets
 from src.losses.criterion import FocusDETRCriterion, loss_keys, loss_weights
 from src.losses.matcher import scipy_order
 from src.modeling.denoising import DenoisingDraws, prepare_denoising
@@ -20,14 +20,16 @@ MATCH_NAMES = tuple(f"aux_{i}" for i in range(5)) + ("main", "enc")  # rows of t
 
 @pytest.fixture(scope="module")
 def golden(golden_dir):
-    return dict(np.load(golden_dir / "model_train_r50.npz")), json.loads((golden_dir / "model_train_r50.json").read_text())
+    meta = json.loads((golden_dir / "model_train_r50.json").read_text())
+    return dict(np.load(golden_dir / "model_train_r50.npz")), meta
 
 
 def golden_outputs(arrays):
     """The model-output tuple from the fixture's criterion inputs; the 2 extra denoising slots
     hold NaN to prove they are ignored."""
     def pad_slots(a):
-        return np.concatenate([a, np.full(a.shape[:2] + (NUM_SLOTS - a.shape[2],) + a.shape[3:], np.nan, np.float32)], 2)
+        fill = np.full(a.shape[:2] + (NUM_SLOTS - a.shape[2],) + a.shape[3:], np.nan, np.float32)
+        return np.concatenate([a, fill], 2)
     return (np.concatenate([arrays["aux_pred_logits"], arrays["pred_logits"][None]]),
             np.concatenate([arrays["aux_pred_boxes"], arrays["pred_boxes"][None]]),
             pad_slots(arrays["dn_pred_logits"]), pad_slots(arrays["dn_pred_boxes"]),
@@ -101,7 +103,10 @@ def xyxy(b):
 def giou(a, b):
     """GIoU between boxes a (...,1,4) and b (...,K,4) cxcywh (broadcast)."""
     a, b = xyxy(a), xyxy(b)
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+
+    def area(x):
+        return (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+
     wh = np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None)
     inter = wh[..., 0] * wh[..., 1]
     union = area(a) + area(b) - inter
@@ -239,7 +244,8 @@ def test_against_numpy_reference_values_and_gradients(mode):
     all_logits = list(outputs[0]) + [outputs[4]]
     all_boxes = list(outputs[1]) + [outputs[5]]
     for row in range(7):
-        np.testing.assert_array_equal(matches[row], numpy_matches(all_logits[row], all_boxes[row], gt64, gt_labels, counts))
+        expected = numpy_matches(all_logits[row], all_boxes[row], gt64, gt_labels, counts)
+        np.testing.assert_array_equal(matches[row], expected)
     np.testing.assert_array_equal(fg_targets, numpy_fg_targets(gt64, counts, image_sizes, canvas))
     assert 0 < fg_targets.sum() < fg_targets.size
 

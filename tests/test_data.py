@@ -7,8 +7,17 @@ import cv2
 import numpy as np
 import pytest
 
-from src.data import (AugmentConfig, CocoDetection, DatasetError, apply_plan, build_loader, eval_plan,
-                      plan_epoch, resize_shortest_edge_size, sample_train_plan)
+from src.data import (
+    AugmentConfig,
+    CocoDetection,
+    DatasetError,
+    apply_plan,
+    build_loader,
+    eval_plan,
+    plan_epoch,
+    resize_shortest_edge_size,
+    sample_train_plan,
+)
 from src.data.synthetic import generate_synthetic_coco
 
 SMALL_AUG = AugmentConfig(train_short_sides=(224, 256, 288, 320), train_max_size=400,

@@ -1,8 +1,8 @@
 """Contrastive denoising queries: replay of the golden draws, the static slot layout, edge cases."""
 import numpy as np
 import pytest
-
 from golden_targets import padded_targets
+
 from src.modeling.denoising import DenoisingDraws, draw_noise, prepare_denoising
 
 NUM_QUERIES = 900
@@ -58,7 +58,8 @@ def test_attn_mask_matches_golden_layout(golden):
     ours = np.concatenate([np.arange(pad), slots + np.arange(NUM_QUERIES)])
     np.testing.assert_array_equal(dn.attn_mask[np.ix_(ours, ours)], ref)
     extra = np.arange(pad, slots)
-    assert dn.attn_mask[:, extra].sum(0).tolist() == [slots + NUM_QUERIES - 1] * len(extra)  # blocked for all but itself
+    # blocked for all but itself
+    assert dn.attn_mask[:, extra].sum(0).tolist() == [slots + NUM_QUERIES - 1] * len(extra)
     assert dn.attn_mask[extra].sum(1).tolist() == [slots + NUM_QUERIES - 1] * len(extra)  # sees only itself
     assert not dn.attn_mask[extra, extra].any()
     assert not dn.attn_mask.all(1).any()  # no fully blocked row (softmax NaN)

@@ -111,8 +111,9 @@ def test_eval_on_converted_golden_weights_reproduces_the_fixture(golden_dir, tmp
     weights = golden_state_dict(str(golden_dir), entries, meta["weight_seed"])
     np.savez(tmp_path / "official.npz", **weights)
     config = "config/focus_detr_r50_4scale_36ep.yaml"  # the fixture's model: pos T=20, offset 0
-    conv = subprocess.run([sys.executable, "-m", "src.tools.convert_checkpoint", "--src", str(tmp_path / "official.npz"),
-                           "--config", config, "--dst", str(tmp_path / "converted.ckpt")],
+    conv = subprocess.run([sys.executable, "-m", "src.tools.convert_checkpoint",
+                           "--src", str(tmp_path / "official.npz"), "--config", config,
+                           "--dst", str(tmp_path / "converted.ckpt")],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert conv.returncode == 0, conv.stderr[-3000:]
 

@@ -2,9 +2,9 @@
 Python model's detections on real (synthetic, padded) images."""
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Tensor, nn
 
 import export

@@ -1,8 +1,8 @@
 """The pieces that make a larger static canvas give the official numbers (``src.layers.extent``),
 each against the same computation on a map cut to the extent, in both modes."""
+import mindspore as ms
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from src.layers.extent import downsampled, nearest_source

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import cv2
-import numpy as np
 import mindspore as ms
+import numpy as np
 
 import infer
 from src.config import load_config

@@ -8,11 +8,11 @@ optimal assignments. The return codes of bad inputs are checked through the C AB
 """
 import ctypes
 
+import cuda_on_host
 import numpy as np
 import pytest
 from mindspore import Tensor
 
-import cuda_on_host
 from src.losses.assignment import assign_queries
 from src.ops import build
 from src.ops.lsap_kernel import LinearSumAssignmentKernel

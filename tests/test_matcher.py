@@ -5,12 +5,12 @@ per device and falls back loudly. The operator-level cases (ties, rectangular, p
 tests/test_lsap_kernel.py."""
 import logging
 
+import cuda_on_host
 import numpy as np
 import pytest
+from golden_targets import padded_targets
 from mindspore import Tensor
 
-import cuda_on_host
-from golden_targets import padded_targets
 from src import ops as kops
 from src.losses.assignment import AssignmentBuiltin, AssignmentPyfunc, assign_queries, build_assignment
 from src.losses.matcher import HungarianMatcher, scipy_order

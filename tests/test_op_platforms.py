@@ -10,10 +10,9 @@ import importlib
 import re
 
 import pytest
+import yaml
 
 from src.tools.portability import DEVICES, TABLE_PATH, load_table
-
-import yaml
 
 LINK = re.compile(r"(?:refer to|Alias for)\s+:(?:func|class|meth):`~?([\w.]+)(?:\(\))?`", re.IGNORECASE)
 OVERLOAD_START = re.compile(r"^\s*\.\. (?:method|function)::", re.MULTILINE)
@@ -44,7 +43,7 @@ def platform_sections(text):
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if line.strip() == "Supported Platforms:":
-            following = next((l for l in lines[i + 1:] if l.strip()), "")
+            following = next((after for after in lines[i + 1:] if after.strip()), "")
             found.append(tuple(re.findall(r"``(\w+)``", following)))
     return found
 
@@ -86,7 +85,8 @@ def test_platforms_are_the_cited_documentation(name):
     assert str(entry["doc"]).startswith("mindspore."), entry
     devices, where = documented_platforms(entry["doc"], entry.get("overload"))
     assert devices is not None, f"{name}: {entry['doc']} documents no Supported Platforms"
-    assert set(entry["platforms"]) == devices, f"{name}: table {entry['platforms']}, {where} documents {sorted(devices)}"
+    assert set(entry["platforms"]) == devices, \
+        f"{name}: table {entry['platforms']}, {where} documents {sorted(devices)}"
     assert len(entry["platforms"]) == len(set(entry["platforms"])), entry
 
 

@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Tensor
 
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather

@@ -1,7 +1,7 @@
 """ResNet backbone pieces against NumPy, in GRAPH_MODE and PYNATIVE_MODE (the whole backbone
 is checked against the official code by the parity tests)."""
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn
 
 from src.modeling.backbone.resnet import FrozenBatchNorm2d

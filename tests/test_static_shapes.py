@@ -49,3 +49,30 @@ def test_budget_matches_official_formula(mode):
         np.testing.assert_array_equal(focus, ref_focus)
         np.testing.assert_array_equal(layer_k, np.tile(ref_k, (3, 1)))
         np.testing.assert_array_equal(per_image[2].asnumpy(), [official_budget([v])[1] for v in valid])
+
+
+@pytest.mark.parametrize("cascade", [CASCADE[:5], CASCADE + (0.1,)])
+def test_cascade_needs_one_ratio_per_encoder_layer(cascade):
+    """A short cascade once failed as an IndexError inside graph compilation and a long one was
+    silently cut: both are refused when the transformer is built."""
+    from src.modeling.transformer import FocusDETRTransformer
+
+    with pytest.raises(ValueError, match=f"the cascade has {len(cascade)} ratios for 6 encoder layers"):
+        FocusDETRTransformer(embed_dim=32, num_heads=2, ffn_dim=64, num_queries=10, num_classes=3,
+                             num_encoder_layers=6, cascade=cascade)
+
+
+def test_named_outputs_refuses_an_unnamed_capture():
+    """Captured tensors are named by ``capture_names``; one more value than names is an error,
+    not a silent shift of every later name."""
+    from src.modeling.focus_detr import OUTPUT_NAMES, named_outputs
+
+    class Model:
+        @staticmethod
+        def capture_names():
+            return ("a", "b")
+
+    outputs = tuple(range(len(OUTPUT_NAMES)))
+    assert named_outputs(Model, (outputs, (10, 11)))["b"] == 11
+    with pytest.raises(ValueError, match="3 captured tensors for .* 2 capture names"):
+        named_outputs(Model, (outputs, (10, 11, 12)))

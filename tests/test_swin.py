@@ -16,7 +16,7 @@ from mindspore import Parameter, Tensor
 from src.modeling.backbone.swin import (SWIN_VARIANTS, SwinBackbone, relative_position_index,
                                         shifted_window_mask, swin_backbone)
 from src.config import load_config
-from src.checkpoint import is_structure_key, port_name
+from src.checkpoint import is_structure_key, parameter_shapes, port_name
 from src.tools.parity import golden_state_dict
 
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32).reshape(3, 1, 1)
@@ -87,7 +87,7 @@ def test_official_key_list_maps_one_to_one(golden_dir):
     parameter of the same shape, and no port parameter is left over."""
     entries = [e for e in _swin_t_entries(golden_dir) if e["name"].startswith("backbone.")]
     model = swin_backbone("swin_tiny_224")
-    ours = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    ours = parameter_shapes(model)
     structure = [e for e in entries if is_structure_key(e["name"])]
     assert len(structure) == sum(SWIN_VARIANTS["swin_tiny_224"]["depths"]) == 12
     assert all(e["dtype"] == "int64" and e["kind"] == "buffer" for e in structure)

@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from src.checkpoint import load_port_checkpoint
@@ -17,8 +17,8 @@ from src.engine.gradients import clip_by_global_norm
 from src.engine.lr_schedule import StepSchedule
 from src.engine.optimizer import EMA, AdamW, parameter_groups
 from src.engine.train_step import LossScale
-from src.inference import InferenceNet
 from src.engine.trainer import Trainer, build_dataset
+from src.inference import InferenceNet
 from src.modeling.build import build_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ import re
 import numpy as np
 
 from .files import read_backbone_state_dict, read_official_state_dict
-from .matching import match_weights, shape_mismatch
+from .matching import match_weights, parameter_shapes, shape_mismatch
 from .official import port_name
 
 __all__ = ["load_backbone_checkpoint", "load_swin_imagenet", "resnet_backbone_weights", "swin_imagenet_to_port"]
@@ -157,7 +157,6 @@ def load_backbone_checkpoint(model, path, backbone_name):
 
     if backbone_name == "swin":
         return load_swin_imagenet(model.backbone, read_backbone_state_dict(path))["loaded"]
-    shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
-    weights = resnet_backbone_weights(read_backbone_state_dict(path), shapes)
+    weights = resnet_backbone_weights(read_backbone_state_dict(path), parameter_shapes(model))
     ms.load_param_into_net(model, {k: Parameter(Tensor(v), name=k) for k, v in weights.items()})
     return len(weights)

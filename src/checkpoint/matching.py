@@ -7,7 +7,7 @@ once are the same, so they live here once.
 """
 import numpy as np
 
-__all__ = ["CheckpointMismatch", "match_weights", "shape_mismatch"]
+__all__ = ["CheckpointMismatch", "match_weights", "parameter_shapes", "shape_mismatch"]
 
 
 class CheckpointMismatch(ValueError):
@@ -27,6 +27,11 @@ class CheckpointMismatch(ValueError):
 
     def __bool__(self):
         return bool(self.unmapped or self.missing or self.mismatched or self.alias_conflicts)
+
+
+def parameter_shapes(cell):
+    """{parameter name: shape} of a MindSpore Cell: what a mapping matches a file against."""
+    return {p.name: tuple(p.shape) for p in cell.get_parameters()}
 
 
 def shape_mismatch(key, file_shape, name, port_shape):

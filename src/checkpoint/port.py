@@ -1,5 +1,5 @@
 """Loading the port's own MindSpore checkpoints (written by training or the converter)."""
-from .matching import match_weights
+from .matching import match_weights, parameter_shapes
 
 __all__ = ["load_port_checkpoint"]
 
@@ -22,7 +22,7 @@ def load_port_checkpoint(model, path, strict=True, use_ema=False):
         if not averages:
             raise ValueError(f"{path}: no EMA weights (train with train.ema_decay > 0)")
         params = dict(params, **averages)
-    shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    shapes = parameter_shapes(model)
     weights = {k: v for k, v in params.items()
                if not k.startswith(_TRAINING_STATE) and k not in ("iteration", "skipped_steps")}
     weights, problems = match_weights(weights, shapes, lambda key: key)

@@ -24,6 +24,16 @@ log = logging.getLogger(__name__)
 POLICIES = ("error", "skip")
 
 
+def decode_image(path):
+    """RGB uint8 (H, W, 3) of the image file ``path``, or None when it cannot be decoded (raises
+    ``OSError`` when it cannot be read). ``cv2.imdecode`` rejects truncated JPEG/PNG data, unlike
+    ``cv2.imread``, which fills a truncated JPEG with grey; OpenCV applies the EXIF orientation,
+    as detectron2's reader does."""
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 class DatasetError(ValueError):
     """A dataset file is malformed or unreadable; the message names the file and the field."""
 
@@ -233,19 +243,16 @@ class CocoDetection:
     def read_image(self, index):
         """RGB uint8 (H, W, 3) image of record ``index``.
 
-        Returns None under ``bad_image="skip"`` when the file cannot be decoded (corrupt or
-        truncated: ``cv2.imdecode`` rejects truncated JPEG/PNG data, unlike ``cv2.imread``,
-        which fills a truncated JPEG with grey) or its size differs from the json, as
-        detectron2's ``check_image_size`` requires. OpenCV applies the EXIF orientation, as
-        detectron2's reader does.
+        Returns None under ``bad_image="skip"`` when the file cannot be read or decoded (corrupt or
+        truncated, see ``decode_image``) or its size differs from the json, as detectron2's
+        ``check_image_size`` requires.
         """
         record = self.records[index]
         try:
-            data = np.fromfile(record.file_name, dtype=np.uint8)
+            image = decode_image(record.file_name)
         except OSError as e:
             self._bad_image(f"{record.file_name}: cannot read image file: {e}", "unreadable_images")
             return None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if image is None:
             self._bad_image(f"{record.file_name}: cannot decode image (corrupt or truncated file)",
                             "unreadable_images")
@@ -256,4 +263,4 @@ class CocoDetection:
                 f"json width x height {record.width}x{record.height} (image id {record.image_id})",
                 "unreadable_images")
             return None
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return image

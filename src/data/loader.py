@@ -51,6 +51,16 @@ def choose_canvas(sizes, canvases):
     return min(fitting, key=lambda c: c[0] * c[1])
 
 
+def pad_to_canvas(images, canvas_hw):
+    """(B,3,H,W) float32 batch with each (h, w, 3) image of ``images`` at the top-left of an
+    H x W zero canvas (None leaves its slot empty), as the official batching pads."""
+    batch = np.zeros((len(images), 3) + tuple(canvas_hw), np.float32)
+    for i, image in enumerate(images):
+        if image is not None:
+            batch[i, :, :image.shape[0], :image.shape[1]] = image.transpose(2, 0, 1)
+    return batch
+
+
 def _bucket(size, canvases):
     if canvases is None:
         return 0 if size[1] > size[0] else 1  # detectron2: landscape vs portrait-or-square
@@ -164,7 +174,7 @@ class BatchSource:
                  for slot, item in zip(slots, items) if slot is not None]
         canvas_h, canvas_w = choose_canvas(sizes, self.canvases)
         b, m = len(items), self.max_boxes
-        images = np.zeros((b, 3, canvas_h, canvas_w), np.float32)
+        images = pad_to_canvas([item[0] if item is not None else None for item in items], (canvas_h, canvas_w))
         image_sizes = np.tile(np.array([canvas_h, canvas_w], np.int32), (b, 1))
         orig_sizes = image_sizes.copy()
         gt_boxes = np.zeros((b, m, 4), np.float32)
@@ -176,7 +186,6 @@ class BatchSource:
                 continue
             image, boxes, labels, record = item
             h, w = image.shape[:2]
-            images[i, :, :h, :w] = image.transpose(2, 0, 1)
             image_sizes[i] = (h, w)
             orig_sizes[i] = (record.height, record.width)
             image_ids[i] = record.image_id

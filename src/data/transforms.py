@@ -33,7 +33,7 @@ class AugmentConfig:
     test_max_size: int = 1333
     # "cv2": cv2.INTER_LINEAR (fast, no antialiasing). "pil": PIL BILINEAR on uint8, what
     # detectron2 runs; it antialiases when shrinking, so it differs from cv2 on downscales.
-    interpolation: str = "cv2"
+    interpolation: str = "pil"  # as config/base.yaml: the official resize
 
     def __post_init__(self):
         if self.interpolation not in INTERPOLATIONS:
@@ -95,7 +95,7 @@ def plan_output_size(height, width, plan):
     return height, width
 
 
-def resize_image(image, new_h, new_w, interpolation="cv2"):
+def resize_image(image, new_h, new_w, interpolation="pil"):
     if image.shape[:2] == (new_h, new_w):
         return image
     if interpolation == "pil":
@@ -103,7 +103,7 @@ def resize_image(image, new_h, new_w, interpolation="cv2"):
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
 
 
-def apply_plan(image, boxes, plan, interpolation="cv2"):
+def apply_plan(image, boxes, plan, interpolation="pil"):
     """Run ``plan`` on a uint8 (H, W, 3) image and its (N, 4) xyxy pixel boxes.
 
     Boxes are clipped to the output image and those left with width or height <= 1e-5

@@ -1,10 +1,7 @@
 """Data-parallel setup under msrun: msrun exports the worker's identity; ``init`` joins the
 collective group. Without msrun everything runs as rank 0 of 1."""
-import os
 
-
-def launched_by_msrun():
-    return "MS_WORKER_NUM" in os.environ and int(os.environ["MS_WORKER_NUM"]) > 1
+from ..runtime import launched_by_msrun, mode_scope
 
 
 def init_distributed():
@@ -24,7 +21,6 @@ def all_gather_rows(rows):
     (n_r may differ between ranks). Two graph-mode AllGathers: the counts, then the rows padded
     to the largest count (MindSpore's CPU backend has collectives in graph mode only)."""
     import numpy as np
-    import mindspore as ms
     from mindspore import Tensor, nn, ops
 
     class AllGather(nn.Cell):
@@ -35,15 +31,11 @@ def all_gather_rows(rows):
         def construct(self, x):
             return self.gather(x)
 
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
+    with mode_scope("graph"):
         rows = np.asarray(rows, np.float32).reshape(len(rows), -1)
         gather = AllGather()
         counts = gather(Tensor(np.array([len(rows)], np.int32))).asnumpy()
         padded = np.zeros((max(int(counts.max()), 1), rows.shape[1]), np.float32)
         padded[:len(rows)] = rows
         gathered = gather(Tensor(padded)).asnumpy().reshape(len(counts), len(padded), rows.shape[1])
-    finally:
-        ms.set_context(mode=previous)
     return np.concatenate([gathered[r, :n] for r, n in enumerate(counts)])

@@ -8,25 +8,22 @@ import os
 import numpy as np
 from mindspore import Tensor
 
-from ..modeling.postprocess import PostProcess
 from .logger import Progress
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def predict(model, loader, num_select, logger=None, log_period=50, batch_size=1):
-    """Run ``model`` in eval mode over ``loader``; returns COCO result dicts with contiguous labels.
-    Logs progress (batches, images/s, ETA) every ``log_period`` batches and after the first."""
-    model.set_train(False)
-    postprocess = PostProcess(num_select)
+def predict(net, loader, logger=None, log_period=50, batch_size=1):
+    """Run ``net`` (an ``InferenceNet``: the detections export and the demo give) over ``loader``;
+    returns COCO result dicts with contiguous labels. Logs progress (batches, images/s, ETA)
+    every ``log_period`` batches and after the first."""
+    net.set_train(False)
     results = []
     total = loader.get_dataset_size()
     progress = Progress(0, total, batch_size)
     for step, batch in enumerate(loader.create_tuple_iterator(num_epochs=1, output_numpy=True)):
         images, sizes, _, _, _, image_ids, orig_sizes = batch
-        outputs, _ = model(Tensor(images), Tensor(sizes))
-        det = postprocess(outputs[0][-1], outputs[1][-1], Tensor(sizes), Tensor(orig_sizes))
-        scores, labels, boxes, keep = (d.asnumpy() for d in det[:4])
+        scores, labels, boxes, keep = (d.asnumpy() for d in net(Tensor(images), Tensor(sizes), Tensor(orig_sizes)))
         for b, image_id in enumerate(image_ids):
             if image_id < 0:  # filler slot of the last batch
                 continue

@@ -5,17 +5,19 @@ Exact resume: everything random is a function of (seed, epoch) for the data plan
 (seed, rank, iteration) for the denoising noise, so the only state is the parameters, the
 optimizer and loss-scale state (all Parameters of the train step) and the iteration counter.
 """
+import functools
 import json
 import math
 import os
 import time
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor
 
 from ..checkpoint import save_checkpoint_atomic
 from ..data import AugmentConfig, CocoDetection, build_loader, plan_epoch
+from ..inference import InferenceNet
 from ..losses.assignment import build_assignment
 from ..losses.criterion import FocusDETRCriterion, loss_keys
 from ..losses.matcher import HungarianMatcher
@@ -60,10 +62,11 @@ def build_eval_loader(cfg, dataset, shard_id=0, num_shards=1):
                         multiprocessing=cfg.data.multiprocessing)
 
 
-def evaluate(cfg, model, dataset, logger, output_dir=None, rank=0, world_size=1):
-    """COCO box AP of ``model`` on ``dataset``. With ``world_size`` > 1 every rank predicts its
-    shard, the detections are gathered, and rank 0 evaluates (the other ranks return None)."""
-    results = predict(model, build_eval_loader(cfg, dataset, rank, world_size), cfg.model.num_select, logger,
+def evaluate(cfg, net, dataset, logger, output_dir=None, rank=0, world_size=1):
+    """COCO box AP of ``net`` (an ``InferenceNet``) on ``dataset``. With ``world_size`` > 1 every
+    rank predicts its shard, the detections are gathered, and rank 0 evaluates (the other ranks
+    return None)."""
+    results = predict(net, build_eval_loader(cfg, dataset, rank, world_size), logger,
                       batch_size=cfg.train.eval_batch_size)
     if world_size > 1:
         results = rows_to_results(all_gather_rows(results_to_rows(results)))
@@ -82,6 +85,12 @@ def checkpoint_path(output_dir, iteration):
 
 
 class Trainer:
+    @functools.cached_property
+    def eval_net(self):
+        """The ``InferenceNet`` of the model being trained, built once so that its graph compiles
+        once for every periodic evaluation."""
+        return InferenceNet(self.model, self.cfg.model.num_select)
+
     def __init__(self, cfg, model, train_set, val_set, logger, rank=0, world_size=1):
         self.cfg, self.model, self.logger = cfg, model, logger
         self.train_set, self.val_set = train_set, val_set
@@ -197,7 +206,7 @@ class Trainer:
                 self.save(done)
             if (self.val_set is not None and self.rank == 0 and tc.eval_period and done % tc.eval_period == 0
                     and done < tc.max_iter):
-                evaluate(self.cfg, self.model, self.val_set, self.logger)
+                evaluate(self.cfg, self.eval_net, self.val_set, self.logger)
                 self.model.set_train(True)
         self.save(tc.max_iter)
 

@@ -1,8 +1,8 @@
 """Multi-head attention with torch ``nn.MultiheadAttention`` parameter layout."""
 import math
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 

@@ -18,23 +18,26 @@ def box_xyxy_to_cxcywh(boxes):
     return ops.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
 
 
-def pairwise_generalized_box_iou(boxes1, boxes2):
-    """GIoU between every box of ``boxes1`` (..., N, 4) and ``boxes2`` (..., M, 4), xyxy.
+def box_area(boxes):
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def generalized_box_iou(boxes1, boxes2):
+    """GIoU of ``boxes1`` and ``boxes2`` (..., 4) xyxy, element by element (shapes broadcast).
 
     eps = 1e-6 in both denominators, as the official criterion.
     """
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    b1 = boxes1[..., :, None, :]
-    b2 = boxes2[..., None, :, :]
-    lt = ops.maximum(b1[..., :2], b2[..., :2])
-    rb = ops.minimum(b1[..., 2:], b2[..., 2:])
-    wh = ops.clamp(rb - lt, min=0.0)
+    wh = ops.clamp(ops.minimum(boxes1[..., 2:], boxes2[..., 2:]) - ops.maximum(boxes1[..., :2], boxes2[..., :2]),
+                   min=0.0)
     inter = wh[..., 0] * wh[..., 1]
-    union = area1[..., :, None] + area2[..., None, :] - inter
+    union = box_area(boxes1) + box_area(boxes2) - inter
     iou = inter / (union + 1e-6)
-    lt_c = ops.minimum(b1[..., :2], b2[..., :2])
-    rb_c = ops.maximum(b1[..., 2:], b2[..., 2:])
-    wh_c = ops.clamp(rb_c - lt_c, min=0.0)
+    wh_c = ops.clamp(ops.maximum(boxes1[..., 2:], boxes2[..., 2:]) - ops.minimum(boxes1[..., :2], boxes2[..., :2]),
+                     min=0.0)
     enclosing = wh_c[..., 0] * wh_c[..., 1]
     return iou - (enclosing - union) / (enclosing + 1e-6)
+
+
+def pairwise_generalized_box_iou(boxes1, boxes2):
+    """GIoU between every box of ``boxes1`` (..., N, 4) and ``boxes2`` (..., M, 4): (..., N, M)."""
+    return generalized_box_iou(boxes1[..., :, None, :], boxes2[..., None, :, :])

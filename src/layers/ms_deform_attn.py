@@ -7,11 +7,12 @@ every kernel is tested against.
 """
 import math
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
+from .levels import level_starts
 from .masking import zero_masked_rows
 
 
@@ -29,13 +30,12 @@ class MSDeformAttnCoreReference(nn.Cell):
         _, nq, _, levels, points, _ = sampling_locations.shape
         grids = sampling_locations * 2.0 - 1.0
         sampled = []
-        start = 0
+        starts = level_starts(spatial_shapes)
         for lvl in range(levels):
             h, w = spatial_shapes[lvl]
-            v = value[:, start:start + h * w].transpose(0, 2, 3, 1).reshape(bsz * heads, dim, h, w)
+            v = value[:, starts[lvl]:starts[lvl + 1]].transpose(0, 2, 3, 1).reshape(bsz * heads, dim, h, w)
             g = grids[:, :, :, lvl].transpose(0, 2, 1, 3, 4).reshape(bsz * heads, nq, points, 2)
             sampled.append(ops.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-            start += h * w
         stacked = ops.stack(sampled, -2).reshape(bsz * heads, dim, nq, levels * points)
         weights = attention_weights.transpose(0, 2, 1, 3, 4).reshape(bsz * heads, 1, nq, levels * points)
         out = (stacked * weights).sum(-1).reshape(bsz, heads * dim, nq)
@@ -47,7 +47,7 @@ def level_geometry(spatial_shapes):
     """(L,) float32 widths and heights and (L,) int32 start tokens of the levels."""
     widths = np.array([w for _, w in spatial_shapes], np.float32)
     heights = np.array([h for h, _ in spatial_shapes], np.float32)
-    starts = np.cumsum([0] + [h * w for h, w in spatial_shapes[:-1]]).astype(np.int32)
+    starts = np.array(level_starts(spatial_shapes)[:-1], np.int32)
     return Tensor(widths), Tensor(heights), Tensor(starts)
 
 
@@ -141,7 +141,8 @@ class MultiScaleDeformableAttention(nn.Cell):
         thetas = np.arange(m, dtype=np.float32) * np.float32(2.0 * math.pi / m)
         grid = np.stack([np.cos(thetas), np.sin(thetas)], -1)
         grid = grid / np.abs(grid).max(-1, keepdims=True)
-        grid = np.tile(grid[:, None, None, :], (1, lv, p, 1)) * np.arange(1, p + 1, dtype=np.float32)[None, None, :, None]
+        scale = np.arange(1, p + 1, dtype=np.float32)[None, None, :, None]
+        grid = np.tile(grid[:, None, None, :], (1, lv, p, 1)) * scale
         self.sampling_offsets.bias.set_data(Tensor(grid.reshape(-1).astype(np.float32)))
         for dense in (self.attention_weights,):
             dense.weight.set_data(Tensor(np.zeros(dense.weight.shape, np.float32)))

@@ -2,9 +2,9 @@
 box one used for decoder query positions (detrex ``PositionEmbeddingSine`` / ``get_sine_pos_embed``)."""
 import math
 
+import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
-import mindspore as ms
 
 from .portable_backward import concat
 

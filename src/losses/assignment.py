@@ -16,8 +16,8 @@ left over when M > Q. All of them give scipy's assignment exactly (ties included
 """
 import logging
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import nn, ops
 from mindspore.scipy.optimize import linear_sum_assignment as builtin_linear_sum_assignment
 from scipy.optimize import linear_sum_assignment

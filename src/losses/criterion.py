@@ -23,7 +23,7 @@ Losses follow the reference exactly:
 import mindspore as ms
 from mindspore import nn, ops
 
-from ..layers.box_ops import box_cxcywh_to_xyxy
+from ..layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from ..layers.portable_backward import concat
 from .focal import sigmoid_focal_loss
 from .foreground_targets import ForegroundTargets, foreground_focal_loss
@@ -50,21 +50,6 @@ def loss_weights(num_layers=6):
     per_term = dict(zip(_TERMS, _TERM_WEIGHTS))
     return tuple(SELECT_LOSS_WEIGHT if k == "select_loss" else per_term["_".join(k.split("_")[:2])]
                  for k in loss_keys(num_layers))
-
-
-def paired_generalized_box_iou(boxes1, boxes2):
-    """GIoU of matching pairs (...,4) xyxy; same eps (1e-6) as the pairwise version."""
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    wh = ops.clamp(ops.minimum(boxes1[..., 2:], boxes2[..., 2:]) - ops.maximum(boxes1[..., :2], boxes2[..., :2]),
-                   min=0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1 + area2 - inter
-    iou = inter / (union + 1e-6)
-    wh_c = ops.clamp(ops.maximum(boxes1[..., 2:], boxes2[..., 2:]) - ops.minimum(boxes1[..., :2], boxes2[..., :2]),
-                     min=0.0)
-    enclosing = wh_c[..., 0] * wh_c[..., 1]
-    return iou - (enclosing - union) / (enclosing + 1e-6)
 
 
 class FocusDETRCriterion(nn.Cell):
@@ -118,7 +103,7 @@ class FocusDETRCriterion(nn.Cell):
     def box_losses(self, pred, target, paired):
         """L1 and GIoU sums over the pairs where ``paired`` (N,B,K) -> two (N,) tensors."""
         l1 = ops.where(paired, ops.abs(pred - target).sum(-1), 0.0).sum((1, 2))
-        giou = paired_generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(target))
+        giou = generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(target))
         return l1, ops.where(paired, 1.0 - giou, 0.0).sum((1, 2))
 
     def matched_losses(self, logits, boxes, gt_boxes, gt_labels, gt_valid, num_boxes):

@@ -2,8 +2,8 @@
 focal loss (its ``compute_cls_loss``) on the raw token scores of the foreground selector."""
 import math
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 
 from ..layers.box_ops import box_cxcywh_to_xyxy

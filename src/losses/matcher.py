@@ -6,8 +6,8 @@ stays one graph that ``mindspore.value_and_grad`` can differentiate in GRAPH_MOD
 device. The cost enters the assignment through ``stop_gradient`` and its outputs are integer
 indices, so no gradient flows through it, as under the reference's ``torch.no_grad``.
 """
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import nn, ops
 
 from ..layers.box_ops import box_cxcywh_to_xyxy, pairwise_generalized_box_iou
@@ -51,7 +51,8 @@ class HungarianMatcher(nn.Cell):
         neg = (1 - self.alpha) * (prob ** self.gamma) * (-ops.log(1 - prob + 1e-8))
         pos = self.alpha * ((1 - prob) ** self.gamma) * (-ops.log(prob + 1e-8))
         num_queries = logits.shape[-2]
-        label_index = ops.broadcast_to(gt_labels[..., None, :], gt_labels.shape[:-1] + (num_queries, gt_labels.shape[-1]))
+        label_index = ops.broadcast_to(gt_labels[..., None, :],
+                                       gt_labels.shape[:-1] + (num_queries, gt_labels.shape[-1]))
         cost_class = ops.gather_elements(pos, -1, label_index) - ops.gather_elements(neg, -1, label_index)
         cost_bbox = ops.abs(boxes[..., :, None, :] - gt_boxes[..., None, :, :]).sum(-1)
         cost_giou = -pairwise_generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(gt_boxes))

@@ -3,10 +3,7 @@ from mindspore import nn, ops
 
 from ..layers.token_ops import build_token_ops
 from .encoder_layer import FocusEncoderLayer
-
-
-LAYER_CAPTURE = ("foreground_inds", "oesm_score_max", "foreground_pre_layer", "oesm_mc_score",
-                 "oesm_topk_local", "oesm_topk_global", "enc_layer_out")
+from .token_selector import FOCUS_TOKENS, FOREGROUND_INDS, LAYER_K, LAYER_ROWS, SELECTION_SCORES
 
 
 class FocusEncoder(nn.Cell):
@@ -14,9 +11,14 @@ class FocusEncoder(nn.Cell):
     image b, the first min(k_l, focus_token_nums[b]) updated rows. Tokens never selected
     keep their neck features; the deformable value is always the neck features ``src``.
 
-    Returns the memory and, when ``capture`` is set, the per-layer intermediates named by
-    ``capture_names`` (a tuple: graph outputs must not be dicts, see README).
+    ``selection`` is the token selector's result (``token_selector.RAW_SCORES`` ..). Returns the
+    memory and, when ``capture`` is set, the per-layer intermediates named by ``capture_names``
+    (a tuple: graph outputs must not be dicts, see README).
     """
+
+    # what each layer captures, in the order construct appends it
+    LAYER_CAPTURE = ("foreground_inds", "oesm_score_max", "foreground_pre_layer", "oesm_mc_score",
+                     "oesm_topk_local", "oesm_topk_global", "enc_layer_out")
 
     def __init__(self, num_layers=6, embed_dim=256, num_heads=8, ffn_dim=2048, num_levels=4,
                  num_points=4, topk_sa=300, msda_impl="reference", token_ops_impl="reference"):
@@ -28,8 +30,9 @@ class FocusEncoder(nn.Cell):
         self.row_gather, self.row_scatter = build_token_ops(token_ops_impl)
         self.capture = False
 
-    def construct(self, src, pos, value_mask, reference_points, spatial_shapes, selection_scores,
-                  foreground_inds, layer_rows, layer_k, focus_token_nums, class_head):
+    def construct(self, src, pos, value_mask, reference_points, spatial_shapes, selection, class_head):
+        layer_rows, layer_k = selection[LAYER_ROWS], selection[LAYER_K]
+        foreground_inds, focus_token_nums = selection[FOREGROUND_INDS], selection[FOCUS_TOKENS]
         bsz, num_tokens, _ = src.shape
         levels = reference_points.shape[2]
         ref_flat = reference_points.reshape(bsz, num_tokens, levels * 2)
@@ -41,16 +44,16 @@ class FocusEncoder(nn.Cell):
             query = self.row_gather(output, idx)
             query_pos = self.row_gather(pos, idx)
             ref = self.row_gather(ref_flat, idx).reshape(bsz, rows, levels, 2)
-            fg = ops.gather(selection_scores, idx, 1, 1)
+            fg = ops.gather(selection[SELECTION_SCORES], idx, 1, 1)
             # multi-category score: raw max class logit of the shared two-stage head (class_embed[6])
             class_max = ops.amax(class_head(query), -1)
             updated, mc_score, sel = layer(query, query_pos, fg, class_max, layer_k[:, lid], src,
                                            value_mask, ref, spatial_shapes)
             count = ops.minimum(focus_token_nums, layer_k[:, lid])
             output = self.row_scatter(output, idx, updated, count)
-            if self.capture:
+            if self.capture:  # LAYER_CAPTURE
                 captured += (idx, class_max, fg, mc_score, sel, ops.gather(idx, sel, 1, 1), updated)
         return output, captured
 
     def capture_names(self):
-        return tuple(f"{name}_l{lid}" for lid in range(len(self.layers)) for name in LAYER_CAPTURE)
+        return tuple(f"{name}_l{lid}" for lid in range(len(self.layers)) for name in self.LAYER_CAPTURE)

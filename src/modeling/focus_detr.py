@@ -1,7 +1,7 @@
 """The assembled Focus-DETR detector (official ``FOCUS_DETR``): normalization, backbone, neck,
 masks and position embeddings, transformer, per-layer heads."""
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 
 from ..layers.extent import downsampled, extent_of, inside, nearest_source
@@ -34,9 +34,10 @@ class FocusDETR(nn.Cell):
 
     Returns the tuple named by ``OUTPUT_NAMES`` -- logits/boxes of every decoder layer
     (L,B,Q,.) split into the matching and denoising queries, the two-stage outputs, the
-    raw foreground logits and the (B,S) tokens inside the official extent -- and a tuple of intermediates named by ``capture_names()``
-    (empty unless ``set_capture``). Graph outputs are tuples, not dicts: a dict output runs
-    through MindSpore's Python fallback and makes the whole graph dynamic.
+    raw foreground logits and the (B,S) tokens inside the official extent -- and a tuple of
+    intermediates named by ``capture_names()`` (empty unless ``set_capture``; ``named_outputs``
+    names both). Graph outputs are tuples, not dicts: a dict output runs through MindSpore's
+    Python fallback and makes the whole graph dynamic.
     """
 
     def __init__(self, backbone, transformer, num_classes=80, embed_dim=256, pos_temperature=10000,
@@ -61,15 +62,14 @@ class FocusDETR(nn.Cell):
     def set_capture(self, flag=True):
         """Also return intermediate tensors (golden-fixture names)."""
         self.capture = flag
-        self.transformer.capture = flag
-        self.transformer.encoder.capture = flag
+        self.transformer.set_capture(flag)
 
     def capture_names(self):
+        """Names of the captured tensors, in construct's order: the backbone's, then per level
+        the neck maps, masks and position embeddings, then the transformer's."""
         levels = range(self.transformer.num_levels)
         return (tuple(f"backbone_{name}" for name in self.backbone.output_names)
-                + tuple(f"neck_l{i}" for i in levels) + tuple(f"mask_l{i}" for i in levels)
-                + tuple(f"pos_l{i}" for i in levels)
-                + ("decoder_hidden_states", "decoder_init_reference", "decoder_references")
+                + tuple(f"{kind}_l{i}" for kind in ("neck", "mask", "pos") for i in levels)
                 + self.transformer.capture_names())
 
     def padding_mask(self, image_sizes, height, width):
@@ -117,20 +117,22 @@ class FocusDETR(nn.Cell):
             num_dn = labels.shape[1]
             dn_query = ops.gather(self.label_enc.embedding_table, labels.astype(ms.int32), 0)
             dn_query = ops.where(slot_valid[..., None], dn_query, 0.0)
-        (hidden, init_reference, references, enc_logits, enc_boxes, fg_logits, in_extent), captured = \
-            self.transformer(feats, masks, pos, dn_query, dn_ref, attn_mask, topk_override, level_extents,
-                             self.canvas_extent and not self.training)
-        logits, boxes = self.transformer.decoder.predict(hidden, init_reference, references)
+        (logits, boxes, enc_logits, enc_boxes, fg_logits, in_extent), captured = self.transformer(
+            feats, masks, pos, dn_query, dn_ref, attn_mask, topk_override, level_extents,
+            self.canvas_extent and not self.training)
         outputs = (logits[:, :, num_dn:], boxes[:, :, num_dn:], logits[:, :, :num_dn], boxes[:, :, :num_dn],
                    enc_logits, enc_boxes, fg_logits, in_extent)
-        if self.capture:
-            captured = (backbone_feats + feats + masks + pos + (hidden, init_reference, references) + captured)
+        if self.capture:  # capture_names()
+            captured = backbone_feats + feats + masks + pos + captured
         return outputs, captured
 
 
 def named_outputs(model, result):
-    """{name: tensor} for a ``FocusDETR`` call result (outputs and captured intermediates)."""
+    """{name: tensor} for a ``FocusDETR`` call result (outputs and captured intermediates);
+    a count that differs from the names (a capture added without its name) is an error."""
     outputs, captured = result
-    named = dict(zip(OUTPUT_NAMES, outputs))
-    named.update(zip(model.capture_names(), captured))
-    return named
+    names = model.capture_names() if captured else ()
+    if len(outputs) != len(OUTPUT_NAMES) or len(captured) != len(names):
+        raise ValueError(f"the model returned {len(outputs)} outputs and {len(captured)} captured tensors for "
+                         f"{len(OUTPUT_NAMES)} output and {len(names)} capture names")
+    return dict(zip(OUTPUT_NAMES + names, outputs + captured))

@@ -9,14 +9,20 @@ give layer l the first R_l = trunc(c_l*K_max) rows plus the data-dependent count
 k_l = trunc(c_l*F) as a tensor. Rows >= k_l are masked downstream. When the largest image
 fills the canvas k_l == R_l and nothing is masked.
 """
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from ..layers.extent import rank_last_outside
+from ..layers.levels import level_starts
 from ..layers.portable_backward import concat
 from .mask_predictor import MaskPredictor
 
+# The selector's result is one tuple whose positions are named here. Not a NamedTuple: graph mode
+# (MindSpore 2.10) reads a NamedTuple's fields through its Python fallback (PyExecute), which
+# stops the gradient at every field (measured: zero gradients in graph mode, the right ones in
+# PyNative).
+RAW_SCORES, SELECTION_SCORES, VALID_TOKENS, FOCUS_TOKENS, LAYER_K, FOREGROUND_INDS, LAYER_ROWS = range(7)
 
 @ms.constexpr
 def static_layer_rows(num_tokens, focus_rho, cascade):
@@ -74,7 +80,7 @@ class ForegroundTokenSelector(nn.Cell):
         self.alpha = Parameter(Tensor(np.random.uniform(-0.3, 0.3, num_levels - 1).astype(np.float32)))
 
     def layer_rows(self, num_tokens):
-        """Static (K_max, (R_0..R_5)) for a canvas with ``num_tokens`` tokens."""
+        """Static (K_max, (R_0..R_{L-1})) for a canvas with ``num_tokens`` tokens."""
         return static_layer_rows(num_tokens, float(self.focus_rho), tuple(float(c) for c in self.cascade_np))
 
     def score(self, tokens, mask_flatten, spatial_shapes, level_extents=None, in_extent=None):
@@ -88,9 +94,7 @@ class ForegroundTokenSelector(nn.Cell):
         inside the extent) and tokens outside the extent rank below every other.
         """
         bsz = tokens.shape[0]
-        starts = [0]
-        for h, w in spatial_shapes:
-            starts.append(starts[-1] + h * w)
+        starts = level_starts(spatial_shapes)
         level_weights = [None] * self.num_levels
         if in_extent is not None:
             weights = in_extent.astype(ms.float32)[..., None]
@@ -130,8 +134,11 @@ class ForegroundTokenSelector(nn.Cell):
         return valid.astype(ms.int32), focus, layer_k
 
     def construct(self, tokens, mask_flatten, spatial_shapes, level_extents=None, in_extent=None, per_image=False):
+        """The tuple indexed by ``RAW_SCORES`` .. ``LAYER_ROWS``: raw logits (B,S,1), selection
+        score (B,S), valid and focus token counts (B,), per-layer counts k_l (B,L), the foreground
+        ranking's first K_max token ids (B,K_max) and the static rows R_l (Python ints)."""
         raw, selection = self.score(tokens, mask_flatten, spatial_shapes, level_extents, in_extent)
         valid, focus, layer_k = self.budget(mask_flatten, per_image)
-        k_max, _ = self.layer_rows(selection.shape[1])
+        k_max, layer_rows = self.layer_rows(selection.shape[1])
         _, inds = ops.topk(selection, k_max, dim=1)
-        return raw, selection, valid, focus, layer_k, inds
+        return raw, selection, valid, focus, layer_k, inds, layer_rows

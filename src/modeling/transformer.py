@@ -1,21 +1,17 @@
 """Focus-DETR transformer: flattening, foreground token selection, the cascade encoder,
 two-stage query selection and the DINO decoder (official ``FOCUS_DETRTransformer``)."""
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
 from ..layers.extent import inside, rank_last_outside
+from ..layers.levels import flatten_levels, level_starts
 from ..layers.masking import zero_masked_rows
 from ..layers.portable_backward import concat
 from .decoder import DINODecoder
 from .encoder import FocusEncoder
-from .token_selector import ForegroundTokenSelector
-
-
-def flatten_levels(maps):
-    """[(B,C,h,w)] -> (B, sum h*w, C), level 0 first, row-major inside a level."""
-    return concat([m.reshape(m.shape[0], m.shape[1], -1).transpose(0, 2, 1) for m in maps], 1)
+from .token_selector import FOCUS_TOKENS, LAYER_K, RAW_SCORES, SELECTION_SCORES, VALID_TOKENS, ForegroundTokenSelector
 
 
 def valid_ratios_of(masks, extents=None):
@@ -51,11 +47,24 @@ def encoder_reference_points(spatial_shapes, valid_ratios):
 
 
 class FocusDETRTransformer(nn.Cell):
+    """Returns ``(logits, boxes, enc_logits, enc_boxes, fg_logits, in_extent)`` -- logits and
+    boxes of every decoder layer (L,B,P+Q,.), the denoising queries first -- and the
+    intermediates named by ``capture_names`` (empty unless ``set_capture``)."""
+
+    # what construct captures after the decoder's and the encoder's, in its order
+    CAPTURE = ("valid_ratios", "encoder_reference_points", "lvl_pos_embed", "temp_backbone_mask_prediction",
+               "backbone_mask_prediction", "valid_token_nums", "focus_token_nums", "encoder_foreground_topk",
+               "memory", "output_proposals", "enc_outputs_class", "enc_outputs_coord_unact", "two_stage_topk_inds")
+    DECODER_CAPTURE = ("decoder_hidden_states", "decoder_init_reference", "decoder_references")
+
     def __init__(self, embed_dim=256, num_heads=8, ffn_dim=2048, num_levels=4, num_points=4,
                  num_encoder_layers=6, num_decoder_layers=6, num_queries=900, num_classes=80,
                  focus_rho=0.5, cascade=(1.0, 0.8, 0.6, 0.6, 0.4, 0.2), topk_sa=300,
                  msda_impl="reference", token_ops_impl="reference"):
         super().__init__()
+        if len(cascade) != num_encoder_layers:
+            raise ValueError(f"the cascade has {len(cascade)} ratios for {num_encoder_layers} encoder layers: "
+                             "give one keep ratio per encoder layer (model.cascade, model.num_encoder_layers)")
         self.num_levels = num_levels
         self.num_queries = num_queries
         self.token_selector = ForegroundTokenSelector(embed_dim, num_levels, focus_rho, cascade)
@@ -70,14 +79,18 @@ class FocusDETRTransformer(nn.Cell):
         self.enc_output_norm = nn.LayerNorm((embed_dim,), epsilon=1e-5)
         self.capture = False
 
+    def set_capture(self, flag=True):
+        self.capture = flag
+        self.encoder.capture = flag
+
     def proposals(self, mask_flatten, spatial_shapes):
         """Per-token anchor ((j+.5)/W_valid, (i+.5)/H_valid, .05*2^l, .05*2^l) in logit space, +inf
         where padded or where any coordinate is outside (0.01, 0.99); and that invalid mask."""
         bsz = mask_flatten.shape[0]
         props = []
-        start = 0
+        starts = level_starts(spatial_shapes)
         for lvl, (h, w) in enumerate(spatial_shapes):
-            not_m = ops.logical_not(mask_flatten[:, start:start + h * w].reshape(bsz, h, w)).astype(ms.float32)
+            not_m = ops.logical_not(mask_flatten[:, starts[lvl]:starts[lvl + 1]].reshape(bsz, h, w)).astype(ms.float32)
             valid_h = not_m[:, :, 0].sum(1).reshape(bsz, 1)
             valid_w = not_m[:, 0, :].sum(1).reshape(bsz, 1)
             xs, ys = pixel_grid(h, w)
@@ -85,7 +98,6 @@ class FocusDETRTransformer(nn.Cell):
             cy = (ys + 0.5) / valid_h
             wh = ops.ones_like(cx) * 0.05 * (2.0 ** lvl)
             props.append(ops.stack([cx, cy, wh, wh], -1))
-            start += h * w
         props = concat(props, 1)
         valid = ops.logical_and(props > 0.01, props < 0.99).all(-1)
         invalid = ops.logical_or(mask_flatten, ops.logical_not(valid))
@@ -118,13 +130,11 @@ class FocusDETRTransformer(nn.Cell):
 
         # foreground scoring and the token budget of every encoder layer
         fg_tokens = self.encode_tokens(src + lvl_pos, invalid)
-        raw_scores, selection, valid_tokens, focus_nums, layer_k, fg_inds = self.token_selector(
-            fg_tokens, mask_flatten, spatial_shapes, level_extents, in_extent, per_image_budget)
-        _, layer_rows = self.token_selector.layer_rows(src.shape[1])
+        selection = self.token_selector(fg_tokens, mask_flatten, spatial_shapes, level_extents, in_extent,
+                                        per_image_budget)
 
         head = self.decoder.class_embed[self.decoder.num_layers]
-        memory, enc_captured = self.encoder(src, lvl_pos, mask_flatten, enc_ref, spatial_shapes, selection,
-                                       fg_inds, layer_rows, layer_k, focus_nums, head)
+        memory, enc_captured = self.encoder(src, lvl_pos, mask_flatten, enc_ref, spatial_shapes, selection, head)
 
         # two-stage: top-k tokens by max class logit become the decoder's reference boxes
         output_memory = self.encode_tokens(memory, invalid)
@@ -144,19 +154,18 @@ class FocusDETRTransformer(nn.Cell):
             reference = concat([ops.sigmoid(dn_reference_unact), reference], 1)
         hidden, references = self.decoder(query, reference, memory, mask_flatten, valid_ratios, extent_ratios,
                                           spatial_shapes, attn_mask)
+        logits, boxes = self.decoder.predict(hidden, reference, references)
         if in_extent is None:
             in_extent = ops.ones(mask_flatten.shape, ms.bool_)
-        outputs = (hidden, reference, references, head(target_unact), ops.sigmoid(topk_coords_unact), raw_scores,
+        outputs = (logits, boxes, head(target_unact), ops.sigmoid(topk_coords_unact), selection[RAW_SCORES],
                    in_extent)
         captured = ()
-        if self.capture:
-            captured = enc_captured + (valid_ratios, enc_ref, lvl_pos, raw_scores, selection, valid_tokens,
-                                       focus_nums, layer_k, memory, proposals, enc_class, enc_coord_unact,
-                                       own_topk)
+        if self.capture:  # DECODER_CAPTURE, the encoder's, CAPTURE
+            captured = (hidden, reference, references) + enc_captured + (
+                valid_ratios, enc_ref, lvl_pos, selection[RAW_SCORES], selection[SELECTION_SCORES],
+                selection[VALID_TOKENS], selection[FOCUS_TOKENS], selection[LAYER_K], memory, proposals, enc_class,
+                enc_coord_unact, own_topk)
         return outputs, captured
 
     def capture_names(self):
-        return self.encoder.capture_names() + (
-            "valid_ratios", "encoder_reference_points", "lvl_pos_embed", "temp_backbone_mask_prediction",
-            "backbone_mask_prediction", "valid_token_nums", "focus_token_nums", "encoder_foreground_topk",
-            "memory", "output_proposals", "enc_outputs_class", "enc_outputs_coord_unact", "two_stage_topk_inds")
+        return self.DECODER_CAPTURE + self.encoder.capture_names() + self.CAPTURE

@@ -13,11 +13,18 @@ process and operator, and the caller uses its pure-MindSpore implementation.
 """
 import logging
 
-from .build import (KernelUnavailable, check_available, current_device, is_available, library_path,  # noqa: F401
-                    running_on_target, target_device)
+from .build import (  # noqa: F401
+    KernelUnavailable,
+    check_available,
+    current_device,
+    is_available,
+    library_path,
+    running_on_target,
+    target_device,
+)
+from .lsap_kernel import LinearSumAssignmentKernel  # noqa: F401
 from .msda_ascend import MSDeformAttnCoreAscend  # noqa: F401
 from .msda_kernel import MSDeformAttnCoreKernel  # noqa: F401
-from .lsap_kernel import LinearSumAssignmentKernel  # noqa: F401
 from .token_kernel import RowGatherKernel, RowScatterKernel  # noqa: F401
 
 log = logging.getLogger("focus_detr.ops")

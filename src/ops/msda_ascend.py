@@ -13,8 +13,8 @@ it against the reference on an Ascend machine (it compares both orders and fails
 that matches if this constant is wrong). NO ASCEND HARDWARE EXISTED ON THIS PROJECT'S MACHINES:
 this path has never run; the test skips everywhere else.
 """
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 
 from .build import KernelUnavailable

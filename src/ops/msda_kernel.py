@@ -6,8 +6,8 @@ semantics): an ``ops.Custom(func_type="aot")`` forward whose ``bprop`` is a seco
 returning the gradients for value, sampling locations and attention weights. The library of the
 current device target comes from ``src.ops.build`` (compiled on first use, cached).
 """
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.ops import CustomRegOp, DataType
 
@@ -33,8 +33,8 @@ def msda_ops(device="CPU"):
     """(forward, backward) ``ops.Custom`` primitives of the sampling core on ``device``, forward
     with bprop."""
     so = library_path(device)
-    backward = ops.Custom(f"{so}:MSDABackward", out_shape=lambda v, s, l, a, g: (v, l, a),
-                          out_dtype=lambda v, s, l, a, g: (v, l, a), func_type="aot")
+    backward = ops.Custom(f"{so}:MSDABackward", out_shape=lambda v, s, loc, a, g: (v, loc, a),
+                          out_dtype=lambda v, s, loc, a, g: (v, loc, a), func_type="aot")
 
     def bprop(value, shapes, locations, weights, out, dout):
         # the backward does not need ``out``; without this edge MindSpore may run it concurrently
@@ -51,7 +51,8 @@ def msda_ops(device="CPU"):
 
 
 class MSDeformAttnCoreKernel(nn.Cell):
-    """Fused sampling core of the current device target; same inputs, output and semantics as ``MSDeformAttnCoreReference``.
+    """Fused sampling core of the current device target; same inputs, output and semantics as
+    ``MSDeformAttnCoreReference``.
 
     value (B,S,M,D); spatial_shapes: static tuple of (h,w); sampling_locations
     (B,Q,M,L,P,2) (x,y) in [0,1]; attention_weights (B,Q,M,L,P) -> (B,Q,M*D) in value's dtype; the

@@ -10,9 +10,16 @@ import argparse
 import os
 import sys
 
-import src  # noqa: F401  (CPU start-up fix before MindSpore)
-from src.checkpoint import CheckpointMismatch, official_to_port, read_official_state_dict, save_checkpoint_atomic
+import src  # noqa: F401  (CPU start-up fix before the first convolution)
+from src.checkpoint import (
+    CheckpointMismatch,
+    official_to_port,
+    parameter_shapes,
+    read_official_state_dict,
+    save_checkpoint_atomic,
+)
 from src.config import load_config
+from src.runtime import exit_process
 
 
 def convert(src_path, config_path, dst_path, overrides=()):
@@ -22,7 +29,7 @@ def convert(src_path, config_path, dst_path, overrides=()):
 
     cfg = load_config(config_path, overrides)
     model = build_model(cfg.model, cfg.kernels)
-    shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    shapes = parameter_shapes(model)
     weights = official_to_port(read_official_state_dict(src_path), shapes)
     save_checkpoint_atomic([{"name": k, "data": Parameter(Tensor(v), name=k)} for k, v in weights.items()], dst_path)
     return len(weights)
@@ -47,4 +54,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

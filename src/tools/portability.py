@@ -20,7 +20,6 @@ Exit status 1 names every primitive a graph holds that its device does not docum
 import argparse
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -101,8 +100,8 @@ def violations(primitives, device, table):
 
 def example_train_inputs(cfg, trainer, batch, height, width, boxes=4):
     """Inputs of the train step's shapes (a graph depends on the shapes only)."""
-    import numpy as np
     import mindspore as ms
+    import numpy as np
     from mindspore import Tensor
 
     from src.data.synthetic import random_train_batch
@@ -122,8 +121,9 @@ def export_graphs(cfg, device, out_dir, graphs=("train", "eval"), batch=1, heigh
     from src.inference import InferenceNet
     from src.modeling.build import build_model
     from src.ops import target_device
+    from src.runtime import set_mode
 
-    ms.set_context(mode=ms.GRAPH_MODE)
+    set_mode("graph")
     with target_device(device):
         model = build_model(cfg.model, cfg.kernels)
         trainer = Trainer(cfg, model, None, None, logging.getLogger("focus_detr.portability"))
@@ -181,6 +181,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)  # skip MindSpore's noisy Cell.__del__ at interpreter exit
+    from src.runtime import exit_process
+
+    exit_process(main())

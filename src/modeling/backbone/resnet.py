@@ -15,8 +15,8 @@ every input of a convolution or pool wider than 1x1 is zeroed outside the extent
 inside it are those of an extent-sized image (whose convolutions pad with zeros).
 """
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
 from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
+from mindspore import Parameter, Tensor, nn, ops
 
 from ...layers.extent import downsampled, keep_inside
 

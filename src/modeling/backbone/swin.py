@@ -29,11 +29,11 @@ Parameter names mirror the official state_dict (``patch_embed.proj.weight``,
 """
 from functools import lru_cache
 
-import numpy as np
 import mindspore as ms
+import numpy as np
+from mindcv.models.layers.drop_path import DropPath
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
-from mindcv.models.layers.drop_path import DropPath
 
 from ...layers.portable_backward import GELU, concat
 
