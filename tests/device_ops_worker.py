@@ -54,7 +54,8 @@ def main():
     from src.ops import LinearSumAssignmentKernel
     from src.ops import MSDeformAttnCoreAscend, MSDeformAttnCoreKernel, RowGatherKernel, RowScatterKernel
     from src.ops.msda_ascend import LOCATION_ORDER
-    from src.tools.parity import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT, msda_core_outputs
+    from src.tools.parity.ops import msda_core_outputs
+    from src.tools.parity.report import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT
 
     rng = np.random.default_rng(0)
     tokens = sum(h * w for h, w in SHAPES)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from src.checkpoint import CheckpointMismatch, official_to_port, parameter_shapes
-from src.tools.parity import golden_state_dict
+from src.tools.parity.golden import golden_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -103,7 +103,8 @@ def test_eval_on_converted_golden_weights_reproduces_the_fixture(golden_dir, tmp
     tolerances). Each image runs alone at its own size on the fixture's 384x384 canvas with
     ``model.canvas: padded`` (the fixture's batch-2 inference treats the padding as image), and the
     fixture scaled boxes to declared sizes, so ours are scaled by the same factors."""
-    from src.tools.parity import TOL_BOX, TOL_DECODER, golden_state_dict
+    from src.tools.parity.golden import golden_state_dict
+    from src.tools.parity.report import TOL_BOX, TOL_DECODER
 
     g = np.load(golden_dir / "model_eval_r50.npz")
     meta = json.loads((golden_dir / "model_eval_r50.json").read_text())

@@ -13,7 +13,10 @@ import json
 import numpy as np
 import pytest
 
-from src.tools import parity
+from src.tools.parity.golden import FixtureArrays, build_golden_model, grad_fixture_inputs
+from src.tools.parity.grad import REPORT_SECTIONS, compare_grad, official_grads
+from src.tools.parity.report import account_arrays
+from src.tools.parity.runs import run_grad_model
 
 STEM = "model_grad_r50"
 
@@ -21,13 +24,13 @@ STEM = "model_grad_r50"
 def grad_rows(golden_dir, mode, kernels):
     path = str(golden_dir / f"{STEM}.npz")
     meta = json.load(open(golden_dir / f"{STEM}.json"))
-    train, train_g, train_meta, entries = parity.grad_fixture_inputs(path, str(golden_dir), meta)
+    train, train_g, train_meta, entries = grad_fixture_inputs(path, str(golden_dir), meta)
     assert train == "model_train_r50"
-    model = parity.build_golden_model(str(golden_dir), train_meta, num_classes=80, kernels=kernels)
-    ours = parity.run_grad_model(model, train_g, train_meta, mode)
-    g = parity.FixtureArrays(np.load(path))
-    rows = parity.compare_grad(STEM, g, meta, ours, entries, train_meta)
-    return rows + parity.account_arrays(STEM, g, meta, rows), ours, meta, entries, train_meta
+    model = build_golden_model(str(golden_dir), train_meta, num_classes=80, kernels=kernels)
+    ours = run_grad_model(model, train_g, train_meta, mode)
+    g = FixtureArrays(np.load(path))
+    rows = compare_grad(STEM, g, meta, ours, entries, train_meta)
+    return rows + account_arrays(STEM, g, meta, rows), ours, meta, entries, train_meta
 
 
 def check_all_compared(rows, meta):
@@ -44,7 +47,7 @@ def check_all_compared(rows, meta):
     for name in ("global_grad_norm", "none/zero-gradient parameters", "total_loss", "losses_weighted (40)"):
         assert any(r.name == name for r in rows), name
     sections = {r.name for r in rows if r.name.startswith("grad ")}
-    assert sections >= {f"grad {s} [{g}] max" for s in ("norm", "proj", "full") for g in parity.REPORT_SECTIONS}
+    assert sections >= {f"grad {s} [{g}] max" for s in ("norm", "proj", "full") for g in REPORT_SECTIONS}
     assert {"grad norm [encoder: alpha] max", "grad proj [decoder: sampling_offsets] max"} <= sections
 
 
@@ -71,8 +74,7 @@ def test_gradient_comparison_fails_on_a_wrong_missing_or_extra_gradient(golden_d
     g = dict(np.load(golden_dir / f"{STEM}.npz"))
 
     def failing(grads, fixture=g, fixture_meta=meta):
-        rows = parity.compare_grad(STEM, parity.FixtureArrays(fixture), fixture_meta, dict(ours, grads=grads),
-                                   entries, train_meta)
+        rows = compare_grad(STEM, FixtureArrays(fixture), fixture_meta, dict(ours, grads=grads), entries, train_meta)
         return {r.name for r in rows if not r.ok}
 
     # one tensor off by 1% (beyond the transformer group's 5e-4 norm tolerance)
@@ -103,7 +105,7 @@ def test_tied_port_copies_are_summed(graph_kernel):
     half = grads["transformer.decoder.class_embed.6.weight"] / 2
     grads["transformer.decoder.class_embed.6.weight"] = half
     grads[copy], shapes[copy] = half.copy(), half.shape
-    summed, reach, extra = parity.official_grads(entries, grads, shapes)
+    summed, reach, extra = official_grads(entries, grads, shapes)
     assert reach["class_embed.6.weight"] == {"transformer.decoder.class_embed.6.weight", copy} and not extra
     np.testing.assert_allclose(summed["class_embed.6.weight"],
                                ours["grads"]["transformer.decoder.class_embed.6.weight"], rtol=1e-6)

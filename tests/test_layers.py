@@ -12,7 +12,7 @@ from src.layers.box_ops import (box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_
 from src.layers.masking import zero_masked_rows
 from src.layers.position_embedding import BoxSineEmbedding, PositionEmbeddingSine
 from src.layers.token_ops import build_token_ops
-from src.tools.parity import compare_msda
+from src.tools.parity.ops import compare_msda
 
 RNG = np.random.default_rng(0)
 

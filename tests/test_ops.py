@@ -24,7 +24,8 @@ import src.ops as kops
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
 from src.layers.token_ops import RowGatherReference, RowScatterReference
 from src.ops import build, msda_kernel, token_kernel
-from src.tools.parity import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT, compare_msda, msda_core_outputs
+from src.tools.parity.ops import compare_msda, msda_core_outputs
+from src.tools.parity.report import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT
 
 RNG = np.random.default_rng(7)
 

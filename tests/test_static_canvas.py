@@ -17,7 +17,12 @@ from mindspore import Tensor, nn
 import export
 from src.config import load_config
 from src.inference import build_inference_net
-from src.tools import parity
+from src.tools.parity.golden import (FixtureArrays, build_golden_model, eval_batch, fixture_model_config,
+                                     grad_fixture_inputs)
+from src.tools.parity.grad import compare_grad
+from src.tools.parity.model import compare_detections
+from src.tools.parity.report import TOL_BOX, TOL_ENCODER
+from src.tools.parity.runs import run_eval_model, run_grad_model
 
 REPO = Path(__file__).resolve().parents[1]
 CANVAS = (424, 452)
@@ -31,17 +36,16 @@ def failures(rows):
 def grad_inputs(golden_dir):
     meta = json.load(open(golden_dir / "model_grad_r50.json"))
     path = str(golden_dir / "model_grad_r50.npz")
-    _, train_g, train_meta, entries = parity.grad_fixture_inputs(path, str(golden_dir), meta)
+    _, train_g, train_meta, entries = grad_fixture_inputs(path, str(golden_dir), meta)
     return path, meta, train_g, train_meta, entries
 
 
 @pytest.mark.parametrize("canvas_mode", ["graph", "pynative"])
 def test_losses_and_gradients_on_a_larger_canvas(golden_dir, grad_inputs, canvas_mode):
     path, meta, train_g, train_meta, entries = grad_inputs
-    model = parity.build_golden_model(str(golden_dir), train_meta, num_classes=80, kernels="kernel")
-    ours = parity.run_grad_model(model, train_g, train_meta, canvas_mode, canvas=CANVAS)
-    rows = parity.compare_grad("model_grad_r50@canvas", parity.FixtureArrays(np.load(path)), meta, ours, entries,
-                               train_meta)
+    model = build_golden_model(str(golden_dir), train_meta, num_classes=80, kernels="kernel")
+    ours = run_grad_model(model, train_g, train_meta, canvas_mode, canvas=CANVAS)
+    rows = compare_grad("model_grad_r50@canvas", FixtureArrays(np.load(path)), meta, ours, entries, train_meta)
     assert not failures(rows), "\n".join(failures(rows))
     names = {r.name for r in rows}
     assert {"total_loss", "losses_weighted (40)", "global_grad_norm"} <= names
@@ -51,14 +55,14 @@ def test_losses_and_gradients_on_a_larger_canvas(golden_dir, grad_inputs, canvas
 @pytest.fixture(scope="module")
 def eval_fixture(golden_dir):
     meta = json.load(open(golden_dir / "model_eval_r50.json"))
-    return parity.FixtureArrays(np.load(golden_dir / "model_eval_r50.npz")), meta
+    return FixtureArrays(np.load(golden_dir / "model_eval_r50.npz")), meta
 
 
 def eval_rows(golden_dir, eval_fixture, mode, canvas, overrides=()):
     g, meta = eval_fixture
-    model = parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels="kernel", overrides=overrides)
-    ours = parity.run_eval_model(model, g, mode, canvas)
-    return parity.compare_detections("model_eval_r50@canvas", g, ours["det"])
+    model = build_golden_model(str(golden_dir), meta, num_classes=80, kernels="kernel", overrides=overrides)
+    ours = run_eval_model(model, g, mode, canvas)
+    return compare_detections("model_eval_r50@canvas", g, ours["det"])
 
 
 def test_detections_on_a_larger_canvas(golden_dir, eval_fixture, mode):
@@ -74,11 +78,11 @@ def test_exported_mindir_of_a_larger_canvas_equals_the_official_canvas(golden_di
     fixture on the larger canvas is ``test_detections_on_a_larger_canvas``."""
     g, meta = eval_fixture
     ms.set_context(mode=ms.GRAPH_MODE)
-    overrides = parity.fixture_model_config(meta) + ["model.num_classes=80",
-                                                      f"model.num_select={g['postprocess_topk_values'].shape[1]}"]
+    overrides = fixture_model_config(meta) + ["model.num_classes=80",
+                                               f"model.num_select={g['postprocess_topk_values'].shape[1]}"]
     config = str(REPO / "config" / "base.yaml")
     net = build_inference_net(load_config(config, overrides + export.PORTABLE_KERNELS))
-    weights = parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels="pure")
+    weights = build_golden_model(str(golden_dir), meta, num_classes=80, kernels="pure")
     ms.load_param_into_net(net.model, {p.name: p for p in weights.get_parameters()})
     ckpt = str(tmp_path / "golden.ckpt")
     ms.save_checkpoint(net.model, ckpt)
@@ -86,16 +90,16 @@ def test_exported_mindir_of_a_larger_canvas_equals_the_official_canvas(golden_di
     assert export.main(["--config", config, "--ckpt", ckpt, "--file_format", "MINDIR", "--batch", "2",
                         "--height", str(CANVAS[0]), "--width", str(CANVAS[1]), "--output", name] + overrides) == 0
     orig_sizes = Tensor(g["orig_sizes"].astype(np.int32))
-    images, model_sizes, _ = parity.eval_batch(g, True, None)
+    images, model_sizes, _ = eval_batch(g, True, None)
     expected = [t.asnumpy() for t in net(Tensor(images), Tensor(model_sizes), orig_sizes)]
-    images, model_sizes, _ = parity.eval_batch(g, True, CANVAS)
+    images, model_sizes, _ = eval_batch(g, True, CANVAS)
     got = [t.asnumpy() for t in nn.GraphCell(ms.load(name + ".mindir"))(Tensor(images), Tensor(model_sizes),
                                                                          orig_sizes)]
-    box_tol = parity.TOL_BOX * float(g["orig_sizes"].max())
+    box_tol = TOL_BOX * float(g["orig_sizes"].max())
     for b in range(2):
-        unmatched = same_detections(expected, got, b, parity.TOL_ENCODER, box_tol)
+        unmatched = same_detections(expected, got, b, TOL_ENCODER, box_tol)
         # a top-k may swap only where scores tie within tolerance of the k-th
-        assert all(abs(expected[0][b][i] - expected[0][b][-1]) <= parity.TOL_ENCODER for i in unmatched), unmatched
+        assert all(abs(expected[0][b][i] - expected[0][b][-1]) <= TOL_ENCODER for i in unmatched), unmatched
 
 
 def same_detections(expected, got, b, score_tol, box_tol):
@@ -121,9 +125,9 @@ def test_swin_residual_on_a_larger_canvas_is_bounded(golden_dir):
     the 300 post-processed (query, class) pairs in common, common scores within 0.030. The bound
     is loose (a regression of the extent machinery elsewhere, or of the Swin code, moves it far more)."""
     meta = json.load(open(golden_dir / "model_eval_swin_t.json"))
-    g = parity.FixtureArrays(np.load(golden_dir / "model_eval_swin_t.npz"))
-    model = parity.build_golden_model(str(golden_dir), meta, num_classes=80, kernels="kernel")
-    scores, _, _, _, flat = parity.run_eval_model(model, g, "graph", CANVAS)["det"]
+    g = FixtureArrays(np.load(golden_dir / "model_eval_swin_t.npz"))
+    model = build_golden_model(str(golden_dir), meta, num_classes=80, kernels="kernel")
+    scores, _, _, _, flat = run_eval_model(model, g, "graph", CANVAS)["det"]
     for b in range(2):
         ref_flat, ref_scores = g["postprocess_topk_indices"][b], g["postprocess_topk_values"][b]
         ours = {int(f): float(s) for f, s in zip(flat[b], scores[b])}

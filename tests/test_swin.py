@@ -7,17 +7,21 @@ import json
 import logging
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 from mindspore import Parameter, Tensor
 
-from src.modeling.backbone.swin import (SWIN_VARIANTS, SwinBackbone, relative_position_index,
-                                        shifted_window_mask, swin_backbone)
-from src.config import load_config
 from src.checkpoint import is_structure_key, parameter_shapes, port_name
-from src.tools.parity import golden_state_dict
+from src.config import load_config
+from src.modeling.backbone.swin import (
+    SWIN_VARIANTS,
+    SwinBackbone,
+    relative_position_index,
+    shifted_window_mask,
+    swin_backbone,
+)
+from src.tools.parity.golden import golden_state_dict
 
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32).reshape(3, 1, 1)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32).reshape(3, 1, 1)
