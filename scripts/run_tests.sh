@@ -7,7 +7,8 @@
 # ends, so they cannot share a process or run side by side on a 24 GB machine. The last lines
 # give each process's peak memory (resident set, from /usr/bin/time where present) and time,
 # and add the counts up.
-# pytest's "no tests collected" (exit 5) fails too.
+# pytest's "no tests collected" (exit 5) fails too. The linter (ruff, configuration in ruff.toml)
+# runs first; its findings fail the suite, after the tests have run.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
@@ -27,6 +28,11 @@ run() {  # run NAME PYTEST_ARGS...: one pytest process, its exit status and JUni
   if [ "$rc" -eq 5 ]; then echo "run_tests: pytest collected no tests ($name)" >&2; rc=1; fi
   echo "$rc" > "$REPORTS/$name.rc"
 }
+
+set +e
+"$VENV_PY" -m ruff check --no-cache "$ROOT"
+echo "$?" > "$REPORTS/lint.rc"
+set -e
 
 if [ "$#" -gt 0 ]; then
   run selected tests "$@"

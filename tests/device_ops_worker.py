@@ -12,8 +12,8 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -51,8 +51,13 @@ def main():
     from src.layers.ms_deform_attn import MSDeformAttnCoreGather
     from src.layers.token_ops import RowGatherReference, RowScatterReference
     from src.losses.assignment import AssignmentBuiltin, assign_queries
-    from src.ops import LinearSumAssignmentKernel
-    from src.ops import MSDeformAttnCoreAscend, MSDeformAttnCoreKernel, RowGatherKernel, RowScatterKernel
+    from src.ops import (
+        LinearSumAssignmentKernel,
+        MSDeformAttnCoreAscend,
+        MSDeformAttnCoreKernel,
+        RowGatherKernel,
+        RowScatterKernel,
+    )
     from src.ops.msda_ascend import LOCATION_ORDER
     from src.tools.parity.ops import msda_core_outputs
     from src.tools.parity.report import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT

@@ -1,14 +1,13 @@
 """Primitives against NumPy references, in GRAPH_MODE and PYNATIVE_MODE."""
 import math
 
+import mindspore as ms
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Tensor, nn
 
 from src.layers.attention import MultiheadAttention
-from src.layers.box_ops import (box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid,
-                                pairwise_generalized_box_iou)
+from src.layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid, pairwise_generalized_box_iou
 from src.layers.masking import zero_masked_rows
 from src.layers.position_embedding import BoxSineEmbedding, PositionEmbeddingSine
 from src.layers.token_ops import build_token_ops
@@ -183,6 +182,7 @@ class WeightedSum(nn.Cell):
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_portable_concat_equals_ops_concat(mode, axis):
     from mindspore import ops
+
     from src.layers.portable_backward import concat
 
     shapes = [(2, 3, 4), (2, 3, 4), (2, 3, 4)]
@@ -205,6 +205,7 @@ def test_portable_concat_equals_ops_concat(mode, axis):
 
 def test_portable_gelu_equals_mindspore_gelu(mode):
     from scipy.special import erf
+
     from src.layers.portable_backward import GELU
 
     x = np.concatenate([np.linspace(-8, 8, 401), RNG.normal(size=199) * 3]).astype(np.float32).reshape(20, 30)

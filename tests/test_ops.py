@@ -13,12 +13,12 @@ The build/fallback machinery is checked with a simulated missing compiler.
 import logging
 import subprocess
 
+import cuda_on_host
+import mindspore as ms
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Tensor, nn
 
-import cuda_on_host
 import src.layers.ms_deform_attn as msda_module
 import src.ops as kops
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference

@@ -9,16 +9,21 @@ border beyond the fixture's 384 x 384 batch."""
 import json
 from pathlib import Path
 
+import mindspore as ms
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Tensor, nn
 
 import export
 from src.config import load_config
 from src.inference import build_inference_net
-from src.tools.parity.golden import (FixtureArrays, build_golden_model, eval_batch, fixture_model_config,
-                                     grad_fixture_inputs)
+from src.tools.parity.golden import (
+    FixtureArrays,
+    build_golden_model,
+    eval_batch,
+    fixture_model_config,
+    grad_fixture_inputs,
+)
 from src.tools.parity.grad import compare_grad
 from src.tools.parity.model import compare_detections
 from src.tools.parity.report import TOL_BOX, TOL_ENCODER

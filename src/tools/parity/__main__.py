@@ -33,14 +33,19 @@ import argparse
 import glob
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-import src  # noqa: F401  (CPU start-up fix before MindSpore)
-from src.tools.parity.golden import (KERNEL_CHOICES, FixtureArrays, build_golden_model, fixture_model_config,
-                                     grad_fixture_inputs)
+import src  # noqa: F401  (CPU start-up fix before the first convolution)
+from src.runtime import exit_process
+from src.tools.parity.golden import (
+    KERNEL_CHOICES,
+    FixtureArrays,
+    build_golden_model,
+    fixture_model_config,
+    grad_fixture_inputs,
+)
 from src.tools.parity.grad import compare_grad, grad_pairing_rows
 from src.tools.parity.model import compare_detections, compare_eval, compare_train
 from src.tools.parity.ops import compare_key_list, compare_msda
@@ -159,6 +164,4 @@ def _safe(fn, path, *args):
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)  # skip MindSpore's noisy Cell.__del__ at interpreter exit
+    exit_process(main())

@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 
+from src.data.loader import pad_to_canvas
+from src.layers.levels import level_starts
 from src.tools.parity.report import not_compared
 
 # the repository root, whose config/ the models are built from
@@ -89,7 +91,7 @@ def build_golden_model(golden_dir, meta, num_classes, key_list=None, kernels="au
     import mindspore as ms
     from mindspore import Parameter, Tensor
 
-    from src.checkpoint import official_to_port
+    from src.checkpoint import official_to_port, parameter_shapes
     from src.config import load_config
     from src.modeling.build import build_model
 
@@ -100,8 +102,7 @@ def build_golden_model(golden_dir, meta, num_classes, key_list=None, kernels="au
     key_list = key_list or meta.get("weights_key_list") or default_key_list(meta)
     entries = json.load(open(os.path.join(golden_dir, key_list)))["entries"]
     weights = golden_state_dict(golden_dir, entries, meta["weight_seed"])
-    shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
-    port = official_to_port(weights, shapes)
+    port = official_to_port(weights, parameter_shapes(model))
     not_loaded, _ = ms.load_param_into_net(model, {k: Parameter(Tensor(v), name=k) for k, v in port.items()})
     if not_loaded:
         raise RuntimeError(f"parameters not loaded: {not_loaded}")
@@ -113,9 +114,7 @@ def batch_images(g, canvas=None):
     canvas is the fixture's padded size unless ``canvas`` (H, W) is given."""
     sizes = g["image_sizes"].astype(np.int32)
     height, width = canvas or (int(v) for v in g["padded_size"])
-    images = np.zeros((len(sizes), 3, height, width), np.float32)
-    for i, (h, w) in enumerate(sizes):
-        images[i, :, :h, :w] = g[f"image_{i}"]
+    images = pad_to_canvas([g[f"image_{i}"].transpose(1, 2, 0) for i in range(len(sizes))], (height, width))
     return images, sizes
 
 
@@ -124,8 +123,7 @@ def canvas_token_ids(ids, padded_hw, canvas_hw, strides=(8, 16, 32, 64)):
     to the layout of a larger ``canvas_hw``: the same cell of the same level."""
     shapes = [(math.ceil(padded_hw[0] / s), math.ceil(padded_hw[1] / s)) for s in strides]
     canvas_shapes = [(math.ceil(canvas_hw[0] / s), math.ceil(canvas_hw[1] / s)) for s in strides]
-    starts = np.cumsum([0] + [h * w for h, w in shapes])
-    canvas_starts = np.cumsum([0] + [h * w for h, w in canvas_shapes])
+    starts, canvas_starts = np.array(level_starts(shapes)), np.array(level_starts(canvas_shapes))
     level = np.searchsorted(starts, ids, side="right") - 1
     local = ids - starts[level]
     width = np.array([w for _, w in shapes])[level]

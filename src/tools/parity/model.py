@@ -13,9 +13,20 @@ import re
 
 import numpy as np
 
+from src.layers.levels import level_starts
 from src.tools.parity.golden import FixtureArrays, fixture_targets
-from src.tools.parity.report import (TOL_BOX, TOL_DECODER, TOL_ENCODER, PortOutputs, Row, Rows, exact_row, loss_row,
-                                     set_row, value_row)
+from src.tools.parity.report import (
+    TOL_BOX,
+    TOL_DECODER,
+    TOL_ENCODER,
+    PortOutputs,
+    Row,
+    Rows,
+    exact_row,
+    loss_row,
+    set_row,
+    value_row,
+)
 
 
 def numbered(g, pattern):
@@ -84,7 +95,7 @@ EVAL_TABLE = (
     (r"mask_l(\d+)", lambda ours, g, key: ours[key], "exact", None),
     (r"pos_l(\d+)", lambda ours, g, key: ours[key][:, g["pos_channels"]], "value", TOL_ENCODER),
     ("spatial_shapes", lambda ours, g, key: neck_shapes(ours, g), "exact", None),
-    ("level_start_index", lambda ours, g, key: np.concatenate([[0], np.cumsum(neck_shapes(ours, g).prod(1))[:-1]]),
+    ("level_start_index", lambda ours, g, key: np.array(level_starts(neck_shapes(ours, g))[:-1]),
      "exact", None),
     # the neck maps the criterion receives (it uses their shapes)
     ("srcs_shapes", lambda ours, g, key: neck_shapes(ours, g, full=True), "exact", None),

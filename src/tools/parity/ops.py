@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 
+from src.runtime import set_mode
 from src.tools.parity.golden import FixtureArrays, build_golden_model, fixture_model_config, golden_state_dict
 from src.tools.parity.report import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT, Row, Rows, exact_row, value_row
 
@@ -38,17 +39,17 @@ MSDA_CORES = {"auto": ("auto",), "kernel": ("kernel",), "pure": ("gather", "refe
 
 
 def compare_msda(name, g, mode, kernels="auto"):
-    import mindspore as ms
     from mindspore import Tensor, ops
 
+    from src.layers.levels import level_starts
     from src.layers.ms_deform_attn import build_msda_core
 
     g = g if isinstance(g, FixtureArrays) else FixtureArrays(g)
-    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    set_mode(mode)
     shapes = tuple(tuple(int(v) for v in s) for s in g["spatial_shapes"])
     rows = Rows(name)
     if "level_start_index" in g:
-        starts = np.concatenate([[0], np.cumsum([h * w for h, w in shapes])[:-1]])
+        starts = np.array(level_starts(shapes)[:-1])
         rows.append(exact_row(name, "level_start_index", starts, g["level_start_index"]))
     if "attention_logits" in g:  # the block's softmax over the L*P axis gives the fixture's weights
         logits = g["attention_logits"]
@@ -73,7 +74,7 @@ def compare_msda(name, g, mode, kernels="auto"):
 
 def compare_key_list(name, path, golden_dir):
     """The converter contract: every official key consumed, every port parameter filled."""
-    from src.checkpoint import CheckpointMismatch, official_to_port
+    from src.checkpoint import CheckpointMismatch, official_to_port, parameter_shapes
 
     entries = json.load(open(path))["entries"]
     meta = {"model": key_list_model(name), "weight_seed": 0}
@@ -81,7 +82,7 @@ def compare_key_list(name, path, golden_dir):
         return [Row(name, "converter round-trip", ok=True, agreement="not compared",
                     note="backbone not supported by this port yet")]
     model = build_golden_model(golden_dir, meta, num_classes=_num_classes(entries), key_list=os.path.basename(path))
-    shapes = {p.name: tuple(p.shape) for p in model.get_parameters()}
+    shapes = parameter_shapes(model)
     weights = golden_state_dict(golden_dir, entries, 0)
     # integer buffers (Swin's relative_position_index) are structure: fed in to prove they are consumed
     weights.update({e["name"]: np.zeros(e["shape"], e["dtype"]) for e in entries if not e["dtype"].startswith("float")})

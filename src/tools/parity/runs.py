@@ -3,19 +3,20 @@ the training forward with the criterion, and the gradient of the training loss. 
 numpy outputs for the comparisons."""
 import numpy as np
 
+from src.checkpoint import parameter_shapes
+from src.runtime import set_mode
 from src.tools.parity.golden import batch_images, eval_batch, fixture_denoising, fixture_targets, teacher_topk
 
 
 def run_eval_model(model, g, mode, canvas=None):
     """Teacher-forced eval forward + post-processing on the fixture's canvas or a larger
     ``canvas`` (H, W); returns {name: numpy}."""
-    import mindspore as ms
     from mindspore import Tensor
 
     from src.modeling.focus_detr import named_outputs
     from src.modeling.postprocess import PostProcess
 
-    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    set_mode(mode)
     model.set_train(False)
     model.set_capture(True)
     images, model_sizes, sizes = eval_batch(g, model.canvas_extent, canvas)
@@ -61,11 +62,10 @@ def train_inputs(model, g, meta, canvas=None):
 def run_train_model(model, g, meta, mode, matcher="auto"):
     """Training-mode forward (denoising replayed, two-stage top-k teacher-forced) and the
     criterion on its outputs (assignment backend ``matcher``: a ``kernels.matcher`` value)."""
-    import mindspore as ms
 
     from src.modeling.focus_detr import named_outputs
 
-    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    set_mode(mode)
     model.set_train(True)
     model.set_capture(True)
     model_in, targets, dn = train_inputs(model, g, meta)
@@ -84,10 +84,9 @@ def run_grad_model(model, g, meta, mode, matcher="auto", canvas=None):
     denoising draws, teacher-forced two-stage top-k) w.r.t. every trainable parameter of the
     port: the plain float32 sum of the weighted losses, as the training step differentiates it.
     Returns {'total_loss', 'losses', 'grads': {port name: numpy gradient}}."""
-    import mindspore as ms
     from mindspore import ParameterTuple, nn, ops
 
-    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    set_mode(mode)
     model.set_train(True)
     model.set_capture(False)
     model_in, targets, _ = train_inputs(model, g, meta, canvas)
@@ -121,4 +120,4 @@ def run_grad_model(model, g, meta, mode, matcher="auto", canvas=None):
     return {"total_loss": float(total.asnumpy()), "losses": [float(v.asnumpy()) for v in losses],
             "grads": {p.name: gr.asnumpy() for p, gr in zip(params, grads)},
             "frozen": [p.name for p in model.get_parameters() if not p.requires_grad],
-            "shapes": {p.name: tuple(p.shape) for p in model.get_parameters()}}
+            "shapes": parameter_shapes(model)}
