@@ -1,6 +1,8 @@
 """Worker of tests/test_distributed.py: a few training steps of a tiny model, started either by
-msrun (one process per rank, each with its shard of the batch) or alone (the whole batch);
-the parameters after every step go to OUT/params_rank{r}_of{w}_step{k}.npz."""
+msrun (one process per rank, each with its shard of the batch) or alone (the whole batch).
+Before every step the gradients the step is about to apply (averaged over the ranks) go to
+OUT/grads_rank{r}_of{w}_step{k}.npz with the shard's image ids and GT count; the parameters after
+it to OUT/params_rank{r}_of{w}_step{k}.npz."""
 import argparse
 import logging
 import os
@@ -18,13 +20,15 @@ from src.engine.trainer import Trainer, build_dataset  # noqa: E402
 from src.modeling.build import build_model  # noqa: E402
 
 # frozen BatchNorm, no augmentation randomness and noise-free denoising queries: the only
-# difference between 1 process x 2 images and 2 processes x 1 image is the gradient averaging
+# difference between 1 process x 4 images and 2 processes x 2 images is the averaging over ranks
+# (gradients and GT count; the test's data gives every shard the same largest GT count, which
+# fixes the denoising layout as in the reference)
 TINY = ["model.backbone.depth=18", "model.backbone.norm=frozen_bn", "model.embed_dim=32", "model.num_heads=2",
         "model.ffn_dim=64", "model.num_encoder_layers=1", "model.cascade=[1.0]", "model.num_decoder_layers=2",
         "model.num_queries=20", "model.topk_sa=30", "model.num_select=20", "model.dn_number=4",
         "model.label_noise_ratio=0.0", "model.box_noise_scale=0.0", "model.num_classes=3",
         "data.train_short_sides=[128]", "data.train_max_size=128", "data.flip_prob=0.0",
-        "data.canvases=[[128, 128]]", "train.batch_size=2", "train.lr=1e-4", "train.lr_milestones=[]",
+        "data.canvases=[[128, 128]]", "train.batch_size=4", "train.lr=1e-4", "train.lr_milestones=[]",
         "train.lr_gammas=[]"]
 
 
@@ -47,11 +51,16 @@ def main():
     for iteration, batch in trainer.batches():
         images, sizes, gt_boxes, gt_labels, gt_valid, image_ids, _ = batch
         dn_inputs, dn_targets = trainer.denoising(iteration, gt_boxes, gt_labels, gt_valid)
+        # the same Cell the step calls first (its loss scale is 1 in float32)
+        _, grads = trainer.step.gradients(Tensor(images), Tensor(sizes), Tensor(gt_boxes), Tensor(gt_labels),
+                                          Tensor(gt_valid), dn_inputs, dn_targets, Tensor(1.0, ms.float32))
+        np.savez(os.path.join(args.out, f"grads_rank{rank}_of{world}_step{iteration}.npz"),
+                 image_ids=image_ids, num_gt=gt_valid.sum(),
+                 **{p.name: g.asnumpy() for p, g in zip(trainer.optimizer.params, grads)})
         trainer.step(Tensor(images), Tensor(sizes), Tensor(gt_boxes), Tensor(gt_labels), Tensor(gt_valid),
                      dn_inputs, dn_targets, Tensor(cfg.train.lr, ms.float32))
         params = {p.name: p.asnumpy() for p in trainer.model.trainable_params()}
-        np.savez(os.path.join(args.out, f"params_rank{rank}_of{world}_step{iteration}.npz"),
-                 image_ids=image_ids, **params)
+        np.savez(os.path.join(args.out, f"params_rank{rank}_of{world}_step{iteration}.npz"), **params)
     print(f"worker rank {rank}/{world} done", flush=True)
 
 

@@ -135,4 +135,4 @@ def test_trainer_uses_the_configured_backend(tmp_path):
                                                  "model.num_encoder_layers=1", "model.cascade=[1.0]",
                                                  "model.num_decoder_layers=1"])
     trainer = Trainer(cfg, build_model(cfg.model, cfg.kernels), None, None, logging.getLogger("test"))
-    assert isinstance(trainer.step.model_with_loss.criterion.matcher.assignment, AssignmentBuiltin)
+    assert isinstance(trainer.step.gradients.model_with_loss.criterion.matcher.assignment, AssignmentBuiltin)

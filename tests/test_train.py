@@ -231,8 +231,8 @@ def test_float16_training(tiny_data, tmp_path, level):
     for t in (reference, trainer):
         t.model.set_train(True)  # batch statistics (the quick-start backbone has trainable BN)
     one = Tensor(1.0, ms.float32)
-    ref_total, ref_losses = reference.step.model_with_loss(*inputs, one)
-    total, losses = trainer.step.model_with_loss(*inputs, one)
+    ref_total, ref_losses = reference.step.gradients.model_with_loss(*inputs, one)
+    total, losses = trainer.step.gradients.model_with_loss(*inputs, one)
     np.testing.assert_allclose(float(total.asnumpy()), float(ref_total.asnumpy()), rtol=1e-3)
     np.testing.assert_allclose(np.array([v.asnumpy() for v in losses]),
                                np.array([v.asnumpy() for v in ref_losses]), rtol=3e-2, atol=3e-3)

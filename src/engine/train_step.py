@@ -53,6 +53,26 @@ class LossScale(nn.Cell):
         return new_scale
 
 
+class AveragedGradients(nn.Cell):
+    """``construct(images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, scale)``
+    returns ((scaled total, weighted losses), gradients of the scaled total w.r.t. ``params``),
+    the gradients averaged over the data-parallel ranks when ``world_size`` > 1. A Cell of its own
+    so that the distributed test can compare the reduced gradients with one process's."""
+
+    def __init__(self, model_with_loss, params, world_size=1):
+        super().__init__(auto_prefix=False)
+        self.model_with_loss = model_with_loss
+        self.grad_fn = ops.value_and_grad(model_with_loss, None, params, has_aux=True)
+        self.grad_reducer = nn.DistributedGradReducer(params, mean=True) if world_size > 1 else None
+
+    def construct(self, images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, scale):
+        values, grads = self.grad_fn(images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets,
+                                     scale)
+        if self.grad_reducer is not None:
+            grads = self.grad_reducer(grads)
+        return values, grads
+
+
 class TrainStep(nn.Cell):
     """``construct(images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, lr)``
     returns (total loss, weighted losses tuple, gradient norm before clipping, step applied).
@@ -62,20 +82,16 @@ class TrainStep(nn.Cell):
     def __init__(self, model, criterion, optimizer, loss_scale, clip_max_norm=0.1, world_size=1, ema=None):
         super().__init__(auto_prefix=False)
         self.ema = ema
-        self.model_with_loss = ModelWithLoss(model, criterion)
         self.optimizer = optimizer
         self.loss_scale = loss_scale
         self.clip_max_norm = clip_max_norm
-        self.grad_fn = ops.value_and_grad(self.model_with_loss, None, optimizer.params, has_aux=True)
         # data parallel: every rank applies the gradient averaged over all ranks
-        self.grad_reducer = nn.DistributedGradReducer(optimizer.params, mean=True) if world_size > 1 else None
+        self.gradients = AveragedGradients(ModelWithLoss(model, criterion), optimizer.params, world_size)
 
     def construct(self, images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, lr):
         scale = self.loss_scale.scale
-        (scaled_total, losses), grads = self.grad_fn(images, image_sizes, gt_boxes, gt_labels, gt_valid,
-                                                     dn_inputs, dn_targets, scale)
-        if self.grad_reducer is not None:
-            grads = self.grad_reducer(grads)
+        (scaled_total, losses), grads = self.gradients(images, image_sizes, gt_boxes, gt_labels, gt_valid,
+                                                       dn_inputs, dn_targets, scale)
         grads = scale_all(grads, 1.0 / scale)
         finite = ops.logical_and(ops.isfinite(scaled_total), ms.amp.all_finite(grads))
         if self.clip_max_norm > 0:
