@@ -1,11 +1,13 @@
 """Train Focus-DETR.
 
     python train.py --config config/focus_detr_r50_4scale_12ep.yaml data.train_json=... [KEY=VALUE ...]
-        [--ckpt converted.ckpt] [--resume output/checkpoint_iter0005000.ckpt]
+        [--ckpt converted.ckpt] [--resume output/checkpoint_iter0005000.ckpt | --resume auto]
 
 Logs go to the console and to ``train.output_dir/log.txt``; every loss term of every logged
 iteration to ``metrics.jsonl``; checkpoints (model, optimizer, loss scale,
-iteration) to ``train.output_dir`` every ``train.checkpoint_period`` iterations.
+iteration) to ``train.output_dir`` every ``train.checkpoint_period`` iterations, each with a
+manifest (size, SHA-256) written after it; the newest ``train.max_checkpoints`` complete ones
+are kept. After a killed job, the same command with ``--resume auto`` continues exactly.
 """
 
 import src  # noqa: F401  (CPU start-up fix before the first convolution)
@@ -23,7 +25,8 @@ def main(argv=None):
     parser.add_argument("--ckpt", help="initial weights: a .ckpt of this model (e.g. a converted official one)")
     parser.add_argument("--backbone-ckpt", help="local ImageNet backbone weights (detectron2 .pkl, torchvision "
                         ".pth/.npz/.safetensors, mindcv .ckpt); nothing is downloaded")
-    parser.add_argument("--resume", help="training checkpoint to continue from exactly")
+    parser.add_argument("--resume", help="training checkpoint to continue from exactly, or 'auto': the newest "
+                        "complete one in train.output_dir (a fresh start when there is none)")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     args = parser.parse_args(argv)
     cfg = load(args)

@@ -6,7 +6,7 @@
 # gradient graph alone near 15 GB), and a CPU graph's memory is only returned when its process
 # ends, so they cannot share a process or run side by side on a 24 GB machine. The last lines
 # give each process's peak memory (resident set, from /usr/bin/time where present) and time,
-# and add the counts up.
+# and add the counts up; each process lists its 15 slowest tests.
 # pytest's "no tests collected" (exit 5) fails too. The linter (ruff, configuration in ruff.toml)
 # runs first; its findings fail the suite, after the tests have run.
 set -euo pipefail
@@ -22,7 +22,7 @@ run() {  # run NAME PYTEST_ARGS...: one pytest process, its exit status and JUni
   local timer=()
   if [ -x /usr/bin/time ]; then timer=(/usr/bin/time -f "%M %e" -o "$REPORTS/$name.usage"); fi
   set +e
-  "${timer[@]}" "$VENV_PY" -m pytest -q -p no:cacheprovider --junitxml="$REPORTS/$name.xml" "$@"
+  "${timer[@]}" "$VENV_PY" -m pytest -q -p no:cacheprovider --durations=15 --junitxml="$REPORTS/$name.xml" "$@"
   local rc=$?
   set -e
   if [ "$rc" -eq 5 ]; then echo "run_tests: pytest collected no tests ($name)" >&2; rc=1; fi

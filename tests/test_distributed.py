@@ -2,11 +2,12 @@
 numbers of GT boxes, so the loss normaliser must be averaged over the ranks; the gradients every
 rank applies must equal one process's gradients on the whole batch (summing instead of averaging,
 or skipping the GT-count all-reduce, changes them by 20-100%), and both ranks end every step with
-identical parameters."""
+identical parameters. The same job on two msrun "nodes" (two msrun invocations on loopback,
+node ranks 0 and 1, one worker each, laid out by the launchers' ``msrun_layout``; tests/msrun_nodes.py)
+is bit-identical to the one-node run."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from msrun_nodes import free_port, launch_nodes
 
 from src.data.synthetic import categories
 
@@ -48,12 +50,6 @@ def write_dataset(root, counts, size=128):
         json.dump({"images": images, "annotations": annotations, "categories": cats}, f)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def load(out, kind, rank, world, step):
     with np.load(out / f"{kind}_rank{rank}_of{world}_step{step}.npz") as f:
         return {k: f[k] for k in f.files}
@@ -83,11 +79,19 @@ def runs(tmp_path_factory):
                           "--steps", str(STEPS)], env=env, cwd=dist, capture_output=True, text=True, timeout=1200)
     worker_logs = "\n".join(p.read_text()[-2000:] for p in sorted(logs.glob("worker_*.log")))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:] + worker_logs
-    return single, dist
+    return root, env, single, dist
+
+
+@pytest.fixture(scope="module")
+def two_nodes(runs, tmp_path_factory):
+    root, env, _, _ = runs
+    out = tmp_path_factory.mktemp("two_nodes")
+    launch_nodes(WORKER, ["--data", root, "--out", out, "--steps", STEPS], env, out / "msrun_log", out)
+    return out
 
 
 def test_ranks_see_disjoint_shards_with_different_gt_counts(runs):
-    single, dist = runs
+    _, _, single, dist = runs
     for step in range(STEPS):
         shards = [load(dist, "grads", r, 2, step) for r in (0, 1)]
         whole = load(single, "grads", 0, 1, step)
@@ -100,7 +104,7 @@ def test_averaged_gradients_equal_one_process_on_the_whole_batch(runs):
     """Step 0 starts from the same initial parameters in both runs, so its gradients must agree to
     float32 rounding. (Later steps start from parameters that differ by Adam's first-step rounding:
     where a gradient is near 0, g / (|g| + eps) amplifies the rounding up to one learning rate.)"""
-    single, dist = runs
+    _, _, single, dist = runs
     whole = tensors(load(single, "grads", 0, 1, 0))
     assert len(whole) > 100
     for rank in (0, 1):
@@ -112,10 +116,21 @@ def test_averaged_gradients_equal_one_process_on_the_whole_batch(runs):
 
 
 def test_ranks_apply_identical_gradients_and_hold_identical_parameters(runs):
-    _, dist = runs
+    _, _, _, dist = runs
     for step in range(STEPS):
         for kind in ("grads", "params"):
             rank0, rank1 = (tensors(load(dist, kind, r, 2, step)) for r in (0, 1))
             assert rank0.keys() == rank1.keys() and len(rank0) > 100
             for name in rank0:
                 np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=f"step {step} {kind} {name}")
+
+
+def test_two_nodes_equal_one_node(runs, two_nodes):
+    _, _, _, one_node = runs
+    for step in range(STEPS):
+        for rank in (0, 1):
+            for kind in ("grads", "params"):
+                ours, ref = load(two_nodes, kind, rank, 2, step), load(one_node, kind, rank, 2, step)
+                assert ours.keys() == ref.keys()
+                for name in ref:
+                    np.testing.assert_array_equal(ours[name], ref[name], err_msg=f"step {step} rank {rank} {name}")

@@ -2,7 +2,6 @@
 clear refusal of a checkpoint that does not fit the config."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 import pytest
+from msrun_nodes import free_port, launch_nodes
 from PIL import Image
 
 from src.config import load_config
@@ -65,35 +65,47 @@ def test_eval_refuses_a_checkpoint_of_another_model(setup, tmp_path):
     assert "checkpoint does not match the model" in out.stderr and "shape mismatches" in out.stderr
 
 
-def test_distributed_eval_gathers_the_same_detections_on_rank_0(setup, tmp_path):
-    """scripts/run_eval.sh with DEVICE_NUM=2 (msrun, two CPU workers, each with its shard of the 5
-    images): rank 0 writes exactly the single-process detections and AP (a rank that saw every
-    image would duplicate detections; a missing gather would lose some)."""
+# batch 1: an untrained model's near-tied token scores make results depend on batch company
+SHARDED = TINY + ["train.eval_batch_size=1"]
+
+
+@pytest.fixture(scope="module")
+def single_eval(setup, tmp_path_factory):
     root, ckpt, _ = setup
-    # batch 1: an untrained model's near-tied token scores make results depend on batch company
-    tiny = TINY + ["train.eval_batch_size=1"]
-    single = run_eval(ckpt, ["--data", str(root)] + tiny + [f"train.output_dir={tmp_path / 'single'}"])
+    out = tmp_path_factory.mktemp("single_eval")
+    single = run_eval(ckpt, ["--data", str(root)] + SHARDED + [f"train.output_dir={out}"])
     assert single.returncode == 0, single.stderr[-3000:]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, DEVICE_NUM="2", DEVICE_TARGET="CPU", MASTER_PORT=str(port),
-               EVAL_LOG_DIR=str(tmp_path / "msrun_log"),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    dist = subprocess.run(["bash", "scripts/run_eval.sh", "config/quickstart.yaml", str(root), str(ckpt)]
-                          + tiny + [f"train.output_dir={tmp_path / 'dist'}"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
-    logs = "\n".join(p.read_text()[-2000:] for p in sorted((tmp_path / "msrun_log").glob("worker_*.log")))
-    assert dist.returncode == 0, dist.stdout[-2000:] + dist.stderr[-2000:] + logs
+    return out
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_distributed_eval_gathers_the_same_detections_on_rank_0(setup, single_eval, tmp_path, nodes):
+    """Two CPU workers, each with its shard of the 5 images: scripts/run_eval.sh with DEVICE_NUM=2
+    (one msrun node), or two msrun nodes with one worker each (NODE_NUM=2, node ranks 0 and 1 on
+    loopback, tests/msrun_nodes.py). Rank 0 writes exactly the single-process detections and AP
+    (a rank that saw every image would duplicate detections; a missing gather would lose some)."""
+    root, ckpt, _ = setup
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    eval_args = ["--config", "config/quickstart.yaml", "--ckpt", str(ckpt), "--device", "CPU", "--data", str(root),
+                 *SHARDED, f"train.output_dir={tmp_path / 'dist'}"]
+    if nodes == 1:
+        env.update(DEVICE_NUM="2", MASTER_PORT=str(free_port()), EVAL_LOG_DIR=str(tmp_path / "msrun_log"))
+        dist = subprocess.run(["bash", "scripts/run_eval.sh", "config/quickstart.yaml", str(root), str(ckpt),
+                               *SHARDED, f"train.output_dir={tmp_path / 'dist'}"], cwd=REPO,
+                              env=dict(env, DEVICE_TARGET="CPU"), capture_output=True, text=True, timeout=900)
+        logs = "\n".join(p.read_text()[-2000:] for p in sorted((tmp_path / "msrun_log").glob("worker_*.log")))
+        assert dist.returncode == 0, dist.stdout[-2000:] + dist.stderr[-2000:] + logs
+    else:
+        launch_nodes(REPO / "eval.py", eval_args, env, tmp_path / "msrun_log", REPO, timeout=900)
 
     def detections(out):
-        rows = json.loads((tmp_path / out / "coco_instances_results.json").read_text())
+        rows = json.loads((out / "coco_instances_results.json").read_text())
         return sorted((d["image_id"], d["category_id"], round(d["score"], 5), *(round(v, 3) for v in d["bbox"]))
                       for d in rows)
 
-    assert detections("dist") == detections("single")
+    assert detections(tmp_path / "dist") == detections(single_eval)
     assert json.loads((tmp_path / "dist" / "eval_results.json").read_text()) == \
-        json.loads((tmp_path / "single" / "eval_results.json").read_text())
+        json.loads((single_eval / "eval_results.json").read_text())
 
 
 def test_eval_on_converted_golden_weights_reproduces_the_fixture(golden_dir, tmp_path):

@@ -1,6 +1,7 @@
 """Checkpoints: files (``files``), the one tensor-to-parameter matching loop and its error
 (``matching``), official detector names (``official``), ImageNet backbone weights
-(``imagenet``) and the port's own checkpoints (``port``).
+(``imagenet``), the port's own checkpoints (``port``) and training checkpoints in an output
+directory: verified, found for ``--resume auto``, pruned (``training``).
 
 Nothing under ``src.modeling`` imports this package (the model does not know about files);
 the dependency runs one way, checkpoint -> modeling, where a mapping needs the model's structure.

@@ -52,10 +52,18 @@ def read_backbone_state_dict(path):
 
 def save_checkpoint_atomic(items, path, append_dict=None):
     """``mindspore.save_checkpoint`` to a temporary name in the same folder, then rename: a
-    crash while writing never leaves a truncated file under ``path``. (MindSpore appends
+    crash while writing never leaves a truncated file under ``path``; the bytes are flushed to disk
+    before the rename, so a power loss cannot leave a renamed but empty file. (MindSpore appends
     '.ckpt' to names without it, so the temporary name ends in '.ckpt' too.)"""
     import mindspore as ms
 
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp.ckpt")
+    tmp = temporary_path(path)
     ms.save_checkpoint(items, tmp, append_dict=append_dict)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def temporary_path(path):
+    """Where ``save_checkpoint_atomic`` writes ``path`` before renaming it."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp.ckpt")

@@ -15,7 +15,13 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from ..checkpoint import save_checkpoint_atomic
+from ..checkpoint.training import (
+    find_resume_checkpoint,
+    manifest_path,
+    prune_checkpoints,
+    save_training_checkpoint,
+    verify_checkpoint,
+)
 from ..data import AugmentConfig, CocoDetection, build_loader, plan_epoch
 from ..inference import InferenceNet
 from ..losses.assignment import build_assignment
@@ -29,8 +35,6 @@ from .lr_schedule import StepSchedule
 from .mixed_precision import apply_mixed_precision
 from .optimizer import EMA, AdamW, parameter_groups
 from .train_step import LossScale, TrainStep
-
-CHECKPOINT_PREFIX = "checkpoint_iter"
 
 
 def augment_config(data_cfg):
@@ -80,10 +84,6 @@ def evaluate(cfg, net, dataset, logger, output_dir=None, rank=0, world_size=1):
     return stats
 
 
-def checkpoint_path(output_dir, iteration):
-    return os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{iteration:07d}.ckpt")
-
-
 class Trainer:
     @functools.cached_property
     def eval_net(self):
@@ -122,7 +122,37 @@ class Trainer:
                               augment_config(self.cfg.data), self.cfg.train.seed, epoch, self.rank, self.world_size))
 
     def resume(self, path):
-        """Restore parameters, optimizer and loss-scale state and the iteration from ``path``."""
+        """Restore parameters, optimizer, EMA and loss-scale state and the iteration from the
+        training checkpoint ``path``, or with ``path`` "auto" from the newest complete one in
+        ``train.output_dir`` (none: a fresh start). Every rank must resume the same iteration."""
+        if path == "auto":
+            path = self.find_auto_resume()
+        elif os.path.isfile(manifest_path(path)):
+            reason = verify_checkpoint(path)
+            if reason:
+                raise ValueError(f"{path}: not a complete checkpoint: {reason}")
+        else:
+            self.logger.warning(f"{path}: no manifest beside it, its content cannot be verified")
+        if path is not None:
+            self.load_training_state(path)
+        if self.world_size > 1:
+            iterations = all_gather_rows(np.array([[self.start_iter]], np.float32))[:, 0].astype(int)
+            if len(set(iterations)) > 1:
+                raise ValueError(f"ranks resume from different iterations {iterations.tolist()}: train.output_dir "
+                                 f"({self.cfg.train.output_dir}) must be one directory that all nodes share")
+
+    def find_auto_resume(self):
+        out = self.cfg.train.output_dir
+        path, rejected = find_resume_checkpoint(out)
+        for bad, reason in rejected:
+            self.logger.warning(f"resume auto: skipping {bad}: {reason}")
+        if path is None:
+            self.logger.info(f"resume auto: no complete checkpoint in {out}, starting from iteration 0")
+        else:
+            self.logger.info(f"resume auto: continuing from {path}, the newest complete checkpoint in {out}")
+        return path
+
+    def load_training_state(self, path):
         params = ms.load_checkpoint(path)
         if "iteration" not in params:
             raise ValueError(f"{path}: not a training checkpoint (no 'iteration'); use --ckpt for weights")
@@ -136,17 +166,17 @@ class Trainer:
         self.logger.info(f"resumed from {path} at iteration {self.start_iter}")
 
     def save(self, iteration):
-        if self.rank != 0:  # every rank holds the same parameters
+        """Rank 0 writes the checkpoint of ``iteration``, then applies ``train.max_checkpoints``.
+        (Parameters and optimizer state are the same on every rank; the running statistics of a
+        trainable BatchNorm are rank 0's.)"""
+        if self.rank != 0:
             return
-        path = checkpoint_path(self.cfg.train.output_dir, iteration)
-        save_checkpoint_atomic(self.step, path, append_dict={"iteration": iteration,
-                                                             "skipped_steps": self.skipped_steps})
-        keep = self.cfg.train.max_checkpoints
-        if keep:
-            old = sorted(f for f in os.listdir(self.cfg.train.output_dir) if f.startswith(CHECKPOINT_PREFIX))
-            for name in old[:-keep]:
-                os.remove(os.path.join(self.cfg.train.output_dir, name))
-        self.logger.info(f"saved {path}")
+        out = self.cfg.train.output_dir
+        path = save_training_checkpoint(self.step, out, iteration,
+                                        {"iteration": iteration, "skipped_steps": self.skipped_steps})
+        deleted = prune_checkpoints(out, self.cfg.train.max_checkpoints, iteration)
+        removed = f"; removed {', '.join(map(os.path.basename, deleted))}" if deleted else ""
+        self.logger.info(f"saved {path}{removed}")
 
     def batches(self):
         """(iteration, batch) from ``start_iter`` to ``max_iter``, epoch after epoch."""
