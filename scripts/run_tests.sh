@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what is needed on a fresh machine, then run the test suite.
-# Extra arguments go to pytest (e.g. -k parity); with them everything runs in one process.
+# Extra arguments go to pytest (e.g. -k parity, or test files); with them everything runs in one process.
 # Without them the suite runs as four pytest processes, one after another: the parity and
 # static-canvas files each compile the full-size R50 model (16 GB peak for the parity file, a
 # gradient graph alone near 15 GB), and a CPU graph's memory is only returned when its process
@@ -35,7 +35,9 @@ echo "$?" > "$REPORTS/lint.rc"
 set -e
 
 if [ "$#" -gt 0 ]; then
-  run selected tests "$@"
+  targets=(tests)  # the whole suite, unless the arguments name test files or directories themselves
+  for arg in "$@"; do if [ -e "${arg%%::*}" ]; then targets=(); break; fi; done
+  run selected "${targets[@]}" "$@"
 else
   run main tests --ignore=tests/test_parity.py --ignore=tests/test_grad_parity.py --ignore=tests/test_static_canvas.py
   run parity tests/test_parity.py
