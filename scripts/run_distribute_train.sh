@@ -2,8 +2,8 @@
 # Data-parallel training with msrun, one worker per device, on one node or several.
 #   bash scripts/run_distribute_train.sh CONFIG DATA_ROOT DEVICE_NUM [OUTPUT_DIR] [KEY=VALUE ...]
 # DEVICE_NUM: workers on this node. DEVICE_TARGET (Ascend | GPU | CPU, default: MindSpore's choice),
-# MASTER_PORT (default 8118) and, for several nodes, NODE_NUM, NODE_RANK, MASTER_ADDR (WORKER_NUM
-# when nodes differ) come from the environment: the same command on every node (README).
+# MASTER_PORT (default 8118) and, for several nodes, NODE_NUM (or WORKER_NUM,
+# the total), NODE_RANK, MASTER_ADDR come from the environment: the same command on every node (README).
 # train.batch_size in the config is the total over all workers. Resume: add --resume auto (or a path).
 set -euo pipefail
 usage() { sed -n 2,7p "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }

@@ -2,8 +2,8 @@
 # COCO evaluation of a checkpoint, on one device or sharded over several with msrun (one node or more).
 #   bash scripts/run_eval.sh CONFIG DATA_ROOT CKPT [KEY=VALUE ...]
 # DEVICE_TARGET (Ascend | GPU | CPU), DEVICE_NUM (workers on this node, default 1), MASTER_PORT
-# (default 8119) and, for several nodes, NODE_NUM, NODE_RANK, MASTER_ADDR (WORKER_NUM when nodes
-# differ) come from the environment. Rank 0 gathers the detections and writes the results.
+# (default 8119) and, for several nodes, NODE_NUM (or WORKER_NUM, the total),
+# NODE_RANK, MASTER_ADDR come from the environment. Rank 0 gathers the detections and writes the results.
 set -euo pipefail
 usage() { sed -n 2,6p "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 3 ] || usage

@@ -36,3 +36,14 @@ def fresh_build_state(monkeypatch):
 
     monkeypatch.setattr(build, "_built", {})
     monkeypatch.setattr(kops, "_warned", set())
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Six training images (3 iterations per epoch at batch 2) for the tiny-model training tests."""
+    from src.data.synthetic import generate_synthetic_coco
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_coco(str(root), num_train=6, num_val=2, size_range=(96, 128), num_classes=3, seed=1,
+                            max_objects=2, min_object_size=24)
+    return root

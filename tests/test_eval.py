@@ -86,8 +86,6 @@ def test_distributed_eval_gathers_the_same_detections_on_rank_0(setup, single_ev
     (a rank that saw every image would duplicate detections; a missing gather would lose some)."""
     root, ckpt, _ = setup
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    eval_args = ["--config", "config/quickstart.yaml", "--ckpt", str(ckpt), "--device", "CPU", "--data", str(root),
-                 *SHARDED, f"train.output_dir={tmp_path / 'dist'}"]
     if nodes == 1:
         env.update(DEVICE_NUM="2", MASTER_PORT=str(free_port()), EVAL_LOG_DIR=str(tmp_path / "msrun_log"))
         dist = subprocess.run(["bash", "scripts/run_eval.sh", "config/quickstart.yaml", str(root), str(ckpt),
@@ -96,7 +94,9 @@ def test_distributed_eval_gathers_the_same_detections_on_rank_0(setup, single_ev
         logs = "\n".join(p.read_text()[-2000:] for p in sorted((tmp_path / "msrun_log").glob("worker_*.log")))
         assert dist.returncode == 0, dist.stdout[-2000:] + dist.stderr[-2000:] + logs
     else:
-        launch_nodes(REPO / "eval.py", eval_args, env, tmp_path / "msrun_log", REPO, timeout=900)
+        launch_nodes(REPO / "eval.py", ["--config", "config/quickstart.yaml", "--ckpt", ckpt, "--device", "CPU",
+                                        "--data", root, *SHARDED, f"train.output_dir={tmp_path / 'dist'}"],
+                     env, tmp_path / "msrun_log", REPO, timeout=900)
 
     def detections(out):
         rows = json.loads((out / "coco_instances_results.json").read_text())

@@ -23,7 +23,6 @@ from src.checkpoint import load_port_checkpoint
 from src.checkpoint.files import temporary_path
 from src.checkpoint.training import checkpoint_path, manifest_path, training_checkpoints, verify_checkpoint
 from src.config import load_config
-from src.data.synthetic import generate_synthetic_coco
 from src.modeling.build import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,35 +68,27 @@ def state(path):
     return {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic_coco(str(root), num_train=6, num_val=1, size_range=(96, 128), num_classes=3, seed=1,
-                            max_objects=2, min_object_size=24)
-    return root
-
-
-def test_killed_training_resumes_bit_exact(data, tmp_path):
+def test_killed_training_resumes_bit_exact(tiny_data, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    log = finish(data, straight)
+    log = finish(tiny_data, straight)
     assert f"resume auto: no complete checkpoint in {straight}, starting from iteration 0" in log
 
     # 1: at a random moment after the second checkpoint (between writes, or in one)
     delay = float(np.random.default_rng().uniform(0.0, 1.0))
     console = tmp_path / "first.log"
-    kill_when(start(data, killed, console), console,
+    kill_when(start(tiny_data, killed, console), console,
               lambda: os.path.exists(manifest_path(checkpoint_path(str(killed), 2))), delay)
     complete = [it for it, path in training_checkpoints(str(killed)) if verify_checkpoint(path) is None]
     assert complete and max(complete) >= 2, f"delay {delay:.3f} s"
 
     # 2: resumed, then killed while it writes the checkpoint of iteration 8
     console = tmp_path / "second.log"
-    kill_when(start(data, killed, console), console,
+    kill_when(start(tiny_data, killed, console), console,
               lambda: os.path.exists(temporary_path(checkpoint_path(str(killed), 8))))
 
     # 3: resumed from 7 (the middle of the third epoch; 8 if the write finished before the kill), to the end
     expected = 8 if verify_checkpoint(checkpoint_path(str(killed), 8)) is None else 7
-    log = finish(data, killed)
+    log = finish(tiny_data, killed)
     resumed = re.findall(r"resumed from \S+ at iteration (\d+)", log)
     assert resumed == [str(expected)], log[-3000:]
     assert f"resume auto: continuing from {checkpoint_path(str(killed), expected)}" in log
@@ -142,12 +133,12 @@ def worker_pid(out, rank):
     return None
 
 
-def test_killed_msrun_worker_stops_the_job_and_the_relaunch_resumes(data, tmp_path):
+def test_killed_msrun_worker_stops_the_job_and_the_relaunch_resumes(tiny_data, tmp_path):
     """The relaunch is not compared with an uninterrupted two-worker run bit for bit: measured once,
     its final parameters differed from one by at most 1.2e-6 (README, Training); the single-device
     test above is the bit-exact one."""
     killed = tmp_path / "killed"
-    command_, env = launcher(data, killed, free_port())
+    command_, env = launcher(tiny_data, killed, free_port())
     console = tmp_path / "launcher.log"
     with open(console, "w") as f:
         job = subprocess.Popen(command_, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
@@ -172,7 +163,7 @@ def test_killed_msrun_worker_stops_the_job_and_the_relaunch_resumes(data, tmp_pa
     assert "--resume auto" in message
     newest = max(it for it, path in training_checkpoints(str(killed)) if verify_checkpoint(path) is None)
 
-    command_, env = launcher(data, killed, free_port())
+    command_, env = launcher(tiny_data, killed, free_port())
     done = subprocess.run(command_, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     log = (killed / "log.txt").read_text()

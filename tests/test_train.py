@@ -12,7 +12,6 @@ import pytest
 from mindspore import Parameter, Tensor, nn
 
 from src.config import load_config
-from src.data.synthetic import generate_synthetic_coco
 from src.engine.gradients import clip_by_global_norm
 from src.engine.lr_schedule import StepSchedule
 from src.engine.optimizer import EMA, AdamW, parameter_groups
@@ -138,14 +137,6 @@ TINY = ["model.backbone.depth=18", "model.embed_dim=32", "model.num_heads=2", "m
         "data.eval_canvases=[[128, 128]]", "data.max_boxes=4", "train.batch_size=2", "train.log_period=1",
         "train.checkpoint_period=0", "train.eval_period=0", "train.lr=1e-3", "train.lr_milestones=[]",
         "train.lr_gammas=[]"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic_coco(str(root), num_train=6, num_val=2, size_range=(96, 128), num_classes=3, seed=1,
-                            max_objects=2, min_object_size=24)
-    return root
 
 
 def tiny_trainer(root, out, overrides=()):
