@@ -16,7 +16,7 @@ from src.engine.logger import setup_logger
 from src.engine.trainer import build_dataset, evaluate
 from src.inference import InferenceNet
 from src.modeling.build import build_model
-from src.runtime import exit_process
+from src.runtime import enable_compile_cache, exit_process
 
 
 def main(argv=None):
@@ -30,6 +30,10 @@ def main(argv=None):
     rank, world_size = init_distributed()
     out = cfg.train.output_dir
     logger = setup_logger(out, rank=rank, name="focus_detr_eval")
+    if world_size > 1:  # gathering the detections compiles a graph for the number each rank found
+        logger.info("compile cache: off (sharded evaluation)")
+    else:
+        logger.info(enable_compile_cache("eval", cfg, {"data.eval_canvases": cfg.data.eval_canvases}))
     model = build_model(cfg.model, cfg.kernels)
     load_port_checkpoint(model, args.ckpt, use_ema=args.ema)
     dataset = build_dataset(cfg.data, "val")

@@ -1,14 +1,17 @@
-"""Focus-DETR inference demo: detections drawn on each image, plus a json per image.
+"""Focus-DETR inference demo: detections drawn on each image or video frame, plus json.
 
     python infer.py --config config/focus_detr_r50_4scale_36ep.yaml --ckpt model.ckpt \
-        --input IMG_OR_DIR --output DIR [--score-thr 0.3] [--class-names FILE] [--show-focus]
+        --input IMG_OR_DIR_OR_VIDEO --output DIR [--score-threshold 0.3] [--class-names FILE] [--show-focus]
 
-Writes DIR/NAME.jpg (boxes with class names and scores) and DIR/NAME.json (detections in
-original pixel coordinates). ``--show-focus`` also writes DIR/NAME_focus.jpg, the tokens each
-encoder layer updates (rows = encoder layers, columns = feature levels, finest first) over the
-image, and a last row with the fraction of layers that keep each token. Images are run one
-at a time; in graph mode every new canvas shape compiles a graph (set data.eval_canvases to
-a fixed canvas, or use --mode pynative, for folders of mixed sizes).
+An image gives DIR/NAME.jpg (boxes with class names and scores) and DIR/NAME.json (detections in
+original pixel coordinates); a folder, each of its images, with progress (images, images/s,
+ETA). ``--show-focus`` also writes DIR/NAME_focus.jpg, the tokens each encoder layer updates
+(rows = encoder layers, columns = feature levels, finest first) over the image, and a last row
+with the fraction of layers that keep each token. A video (``VIDEO_EXTENSIONS``) gives
+DIR/NAME.mp4, every frame annotated at the input's frame rate, and DIR/NAME.jsonl, one line of
+detections per frame, with progress in frames/s. Images are run one at a time; in graph mode
+every new canvas shape compiles a graph (the frames of a video share one; set
+data.eval_canvases to a fixed canvas, or use --mode pynative, for folders of mixed sizes).
 """
 import json
 import os
@@ -19,10 +22,14 @@ from mindspore import Tensor
 
 import src  # noqa: F401  (CPU start-up fix before the first convolution)
 from src.cli import base_parser, load
+from src.engine.logger import Progress
 from src.inference import build_inference_net, preprocess, read_image
-from src.runtime import exit_process
+from src.runtime import enable_compile_cache, exit_process
+from src.visualize import draw_boxes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+PROGRESS_PERIOD = 25  # frames between two progress lines of a video
 FOCUS_PANEL = 320  # longest side of one panel of the focus picture, in pixels
 
 
@@ -56,27 +63,6 @@ def class_names_source(args, cfg):
         if candidate and os.path.isfile(candidate):
             return candidate
     return None
-
-
-def colour(label):
-    hue = (label * 47) % 180  # spread neighbouring labels over the hue circle
-    bgr = cv2.cvtColor(np.uint8([[[hue, 220, 230]]]), cv2.COLOR_HSV2BGR)[0, 0]
-    return tuple(int(c) for c in bgr)
-
-
-def draw_detections(image_rgb, detections):
-    canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-    thickness = max(1, round(max(canvas.shape[:2]) / 400))
-    for det in reversed(detections):  # highest score drawn last, on top
-        x0, y0, x1, y1 = (int(round(v)) for v in det["box_xyxy"])
-        c = colour(det["label"])
-        cv2.rectangle(canvas, (x0, y0), (x1, y1), c, thickness)
-        text = f"{det['name']} {det['score']:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, thickness)
-        top = max(y0 - th - base, 0)
-        cv2.rectangle(canvas, (x0, top), (x0 + tw, top + th + base), c, -1)
-        cv2.putText(canvas, text, (x0, top + th), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, (0, 0, 0), thickness)
-    return canvas
 
 
 def detections_of(scores, labels, boxes, keep, score_thr, names):
@@ -141,39 +127,96 @@ def focus_picture(image_rgb, maps, canvas_hw, image_hw):
     return np.concatenate(rows, 0)
 
 
+def detect(net, image, cfg, score_thr, names):
+    """(detections of the RGB ``image``, the raw outputs, the padded batch, its image sizes)."""
+    batch, image_sizes, orig_sizes = preprocess([image], cfg.data, cfg.data.eval_canvases)
+    out = [t.asnumpy() for t in net(Tensor(batch), Tensor(image_sizes), Tensor(orig_sizes))]
+    return detections_of(*(o[0] for o in out[:4]), score_thr, names), out, batch, image_sizes
+
+
+def annotate(image, dets):
+    return draw_boxes(image, [d["box_xyxy"] for d in dets], [d["label"] for d in dets],
+                      [f"{d['name']} {d['score']:.2f}" for d in dets])
+
+
+def infer_images(net, paths, cfg, args, names):
+    progress = Progress(0, len(paths), 1)
+    for k, path in enumerate(paths):
+        image = read_image(path)
+        dets, out, batch, image_sizes = detect(net, image, cfg, args.score_thr, names)
+        stem = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
+        cv2.imwrite(stem + ".jpg", annotate(image, dets))
+        with open(stem + ".json", "w", encoding="utf-8") as f:
+            json.dump({"image": path, "height": image.shape[0], "width": image.shape[1], "detections": dets}, f,
+                      indent=1)
+        if args.show_focus:
+            maps = kept_token_maps(dict(zip(net.focus_names, out[4:])), cfg.model.num_encoder_layers,
+                                   cfg.model.num_levels)
+            cv2.imwrite(stem + "_focus.jpg", focus_picture(image, maps, batch.shape[2:], image_sizes[0]))
+        speed, eta = progress.report(k)
+        print(f"infer: [{k + 1}/{len(paths)}] {path}: {len(dets)} detections >= {args.score_thr} -> {stem}.jpg  "
+              f"{speed:.2f} img/s  eta: {eta}")
+
+
+def infer_video(net, path, cfg, args, names):
+    video = cv2.VideoCapture(path)
+    if not video.isOpened():
+        raise SystemExit(f"--input: {path}: not a readable video")
+    fps = video.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or 0
+    stem = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
+    writer, progress, frame = None, Progress(0, max(total, 1), 1), 0
+    with open(stem + ".jsonl", "w", encoding="utf-8") as lines:
+        while True:
+            ok, bgr = video.read()
+            if not ok:
+                break
+            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            dets = detect(net, image, cfg, args.score_thr, names)[0]
+            if writer is None:
+                writer = cv2.VideoWriter(stem + ".mp4", cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                         (image.shape[1], image.shape[0]))
+            writer.write(annotate(image, dets))
+            lines.write(json.dumps({"frame": frame, "detections": dets}) + "\n")
+            speed, eta = progress.report(frame)
+            frame += 1
+            if frame % PROGRESS_PERIOD == 0 or frame == total or frame == 1:
+                print(f"infer: {path}: frame {frame}/{total or '?'}  {speed:.2f} frames/s  eta: {eta}")
+    video.release()
+    if writer is None:
+        raise SystemExit(f"--input: {path}: no frame could be read")
+    writer.release()
+    print(f"infer: {path}: {frame} frames -> {stem}.mp4, {stem}.jsonl")
+
+
 def main(argv=None):
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="model weights (.ckpt written by train.py or the converter)")
-    parser.add_argument("--input", required=True, help="an image or a folder of images")
-    parser.add_argument("--output", required=True, help="folder for the pictures and json files")
-    parser.add_argument("--score-thr", type=float, default=0.3)
+    parser.add_argument("--input", required=True, help="an image, a folder of images or a video file")
+    parser.add_argument("--output", required=True, help="folder for the pictures, videos and json files")
+    parser.add_argument("--score-threshold", "--score-thr", dest="score_thr", type=float, default=0.3,
+                        help="draw and write the detections scoring at least this (default 0.3)")
     parser.add_argument("--class-names", help="json list of names or COCO json (default: the config's dataset json)")
     parser.add_argument("--show-focus", action="store_true", help="also draw the foreground tokens of each layer")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.ckpt):
         parser.error(f"--ckpt: no such file {args.ckpt}")
-    paths = list_images(args.input)
+    video = os.path.isfile(args.input) and args.input.lower().endswith(VIDEO_EXTENSIONS)
+    if video and args.show_focus:
+        parser.error("--show-focus draws pictures of images, not of videos")
+    paths = [args.input] if video else list_images(args.input)
     if any(os.path.dirname(os.path.abspath(p)) == os.path.abspath(args.output) for p in paths):
         parser.error("--output must not be the input folder (NAME.jpg could overwrite an input)")
     cfg = load(args)
     names = load_class_names(class_names_source(args, cfg))
+    print("infer: " + enable_compile_cache("infer", cfg, {"data.eval_canvases": cfg.data.eval_canvases},
+                                           show_focus=args.show_focus))
     net = build_inference_net(cfg, args.ckpt, with_focus=args.show_focus)
-    num_layers, num_levels = cfg.model.num_encoder_layers, cfg.model.num_levels
     os.makedirs(args.output, exist_ok=True)
-    for path in paths:
-        image = read_image(path)
-        batch, image_sizes, orig_sizes = preprocess([image], cfg.data, cfg.data.eval_canvases)
-        out = [t.asnumpy() for t in net(Tensor(batch), Tensor(image_sizes), Tensor(orig_sizes))]
-        dets = detections_of(*(o[0] for o in out[:4]), args.score_thr, names)
-        stem = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
-        cv2.imwrite(stem + ".jpg", draw_detections(image, dets))
-        with open(stem + ".json", "w", encoding="utf-8") as f:
-            json.dump({"image": path, "height": image.shape[0], "width": image.shape[1], "detections": dets}, f,
-                      indent=1)
-        if args.show_focus:
-            maps = kept_token_maps(dict(zip(net.focus_names, out[4:])), num_layers, num_levels)
-            cv2.imwrite(stem + "_focus.jpg", focus_picture(image, maps, batch.shape[2:], image_sizes[0]))
-        print(f"infer: {path}: {len(dets)} detections >= {args.score_thr} -> {stem}.jpg")
+    if video:
+        infer_video(net, args.input, cfg, args, names)
+    else:
+        infer_images(net, paths, cfg, args, names)
     return 0
 
 

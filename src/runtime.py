@@ -7,9 +7,12 @@ kernel. The variable is read when the first convolution is created, so it must b
 set before then; users who set it themselves keep their value.
 """
 import contextlib
+import hashlib
+import json
 import os
 import platform
 import sys
+from pathlib import Path
 
 _X86 = ("x86_64", "amd64", "i386", "i686")
 
@@ -56,6 +59,60 @@ def exit_process(code):
     if "MS_WORKER_NUM" in os.environ:
         sys.exit(code)
     os._exit(code)
+
+
+COMPILE_CACHE_ENV = "FOCUS_DETR_COMPILE_CACHE"
+_SOURCE_SUFFIXES = (".py", ".cpp", ".cu", ".h")
+
+
+def _source_digest():
+    """SHA-256 of every graph-building source file of the package (Python and kernels)."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(p for p in root.rglob("*") if p.suffix in _SOURCE_SUFFIXES):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def enable_compile_cache(entry, cfg, canvases, world_size=1, **graph_args):
+    """Point MindSpore's graph compile cache at a folder of its own for this start, so that a
+    second start of the same work loads its graphs instead of compiling them. Returns one line
+    for the log saying which folder, or why the cache stays off.
+
+    MindSpore stores the N-th graph a process compiles as ``compile_cache_N`` and checks only
+    its source files when loading it: a folder is valid for one sequence of graphs only (another
+    config loaded from the same folder fails, or runs the wrong graph). The folder is therefore
+    named by everything that decides that sequence: ``entry``, the whole config except
+    ``train.output_dir``, ``graph_args`` (the entry's options that add or change graphs), the
+    world size, MindSpore's version and device, and the package's sources. Input shapes must be
+    fixed as well, so the cache is on only when every graph-compiling input has one shape
+    (``canvases``: the canvases the entry will use, one each); with several, which one compiles
+    first depends on the data. Once per process: MindSpore numbers the graphs a process compiles
+    with the cache on, so a second start inside the same process would continue the count.
+    ``FOCUS_DETR_COMPILE_CACHE`` names the root folder (default ``~/.cache/focus_detr/compile``;
+    ``off`` disables)."""
+    import mindspore as ms
+
+    root = os.environ.get(COMPILE_CACHE_ENV, os.path.join(os.path.expanduser("~"), ".cache", "focus_detr",
+                                                          "compile"))
+    if root in ("", "off", "0"):
+        return f"compile cache: off ({COMPILE_CACHE_ENV}={root!r})"
+    if ms.get_context("mode") != ms.GRAPH_MODE:
+        return "compile cache: off (PyNative mode compiles no graphs)"
+    several = [name for name, shapes in canvases.items() if shapes is None or len(shapes) != 1]
+    if several:
+        return (f"compile cache: off ({', '.join(several)} not a single canvas: the order in which input shapes "
+                "compile depends on the data)")
+    config = cfg.to_dict()
+    config["train"].pop("output_dir", None)
+    key = json.dumps({"entry": entry, "config": config, "graph_args": graph_args, "world_size": world_size,
+                      "mindspore": ms.__version__, "device": ms.get_context("device_target"),
+                      "sources": _source_digest()}, sort_keys=True, default=str)
+    path = os.path.join(root, f"{entry}-{hashlib.sha256(key.encode()).hexdigest()[:20]}")
+    reused = os.path.isdir(path)
+    os.environ["MS_COMPILER_CACHE_ENABLE"] = "1"
+    os.environ["MS_COMPILER_CACHE_PATH"] = path + os.sep  # MindSpore appends rank_N/graph_cache
+    return f"compile cache: {'loading graphs from' if reused else 'saving graphs to'} {path}"
 
 
 @contextlib.contextmanager

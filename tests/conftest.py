@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from src.runtime import mode_scope
+from src.runtime import COMPILE_CACHE_ENV, mode_scope
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("FOCUS_DETR_GOLDEN", REPO.parent / "shared" / "golden"))
@@ -19,6 +19,29 @@ def golden_dir():
     if not (GOLDEN_DIR / "README.md").is_file():
         pytest.fail(f"golden fixtures not found in {GOLDEN_DIR} (set FOCUS_DETR_GOLDEN)")
     return GOLDEN_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache_root(tmp_path_factory):
+    """train.py / eval.py / infer.py started by the tests keep their compile caches in this
+    session's temporary folder, not in ~/.cache: a relaunch within the session loads its graphs
+    as a user's second start does, and no run sees a cache from outside the session."""
+    os.environ[COMPILE_CACHE_ENV] = str(tmp_path_factory.mktemp("compile_cache"))
+
+
+@pytest.fixture(autouse=True)
+def restore_compile_cache_variables():
+    """An entry's main() called in the test process (infer.main) turns MindSpore's compile cache
+    on by environment variables, which MindSpore reads at every compile; they are set back after
+    each test, so that the process's later graphs are neither saved nor loaded."""
+    names = ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(params=["graph", "pynative"])

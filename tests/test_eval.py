@@ -49,13 +49,53 @@ def test_eval_prints_coco_table_and_writes_results(setup, tmp_path):
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in out.stdout
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("eval: AP=")
+    assert "per category:" in out.stdout + out.stderr
     stats = json.loads((tmp_path / "eval_results.json").read_text())
-    assert set(stats) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert set(stats) == {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class"}
+    val = json.loads((root / "annotations/instances_val.json").read_text())
+    assert [(r["category_id"], r["name"]) for r in stats["per_class"]] == \
+        sorted((c["id"], c["name"]) for c in val["categories"])
+    with_gt = [r["AP"] for r in stats["per_class"] if r["AP"] is not None]
+    assert len(with_gt) == len({a["category_id"] for a in val["annotations"]})
+    np.testing.assert_allclose(np.mean(with_gt), stats["AP"], rtol=1e-6, atol=1e-9)
     detections = json.loads((tmp_path / "coco_instances_results.json").read_text())
     images = {i["id"] for i in json.loads((root / "annotations/instances_val.json").read_text())["images"]}
     categories = {c["id"] for c in json.loads((root / "annotations/instances_val.json").read_text())["categories"]}
     assert detections and {d["image_id"] for d in detections} <= images
     assert {d["category_id"] for d in detections} <= categories  # mapped back to the json's ids
+
+
+def test_per_class_ap_of_handmade_detections(tmp_path):
+    """Exact boxes for one category, boxes beside the objects for another, a category without
+    ground truth: per-class AP 1, 0 and none, their mean the overall AP."""
+    from src.data import CocoDetection
+    from src.engine.evaluator import coco_evaluate, format_per_class
+
+    generate_synthetic_coco(str(tmp_path), num_train=0, num_val=6, size_range=(96, 128), num_classes=3, seed=2,
+                            max_objects=2, min_object_size=24)
+    ann_file = tmp_path / "annotations/instances_val.json"
+    val = json.loads(ann_file.read_text())
+    present = sorted({a["category_id"] for a in val["annotations"]})
+    assert len(present) >= 2
+    exact, beside = present[0], present[1]
+    val["annotations"] = [a for a in val["annotations"] if a["category_id"] in (exact, beside)]
+    absent = [c["id"] for c in val["categories"] if c["id"] not in (exact, beside)]
+    ann_file.write_text(json.dumps(val))
+    dataset = CocoDetection(str(ann_file), str(tmp_path / "val"))
+    results = []
+    for a in val["annotations"]:
+        x, y, w, h = a["bbox"]
+        box = [x, y, w, h] if a["category_id"] == exact else [x + 2 * w, y + 2 * h, w, h]
+        results.append({"image_id": a["image_id"], "label": dataset.cat_id_to_label[a["category_id"]],
+                        "score": 0.9, "bbox": box})
+    stats, _, per_class = coco_evaluate(dataset, results)
+    by_id = {r["category_id"]: r for r in per_class}
+    assert by_id[exact]["AP"] == pytest.approx(1.0) and by_id[exact]["AP50"] == pytest.approx(1.0)
+    assert by_id[beside]["AP"] == 0.0 and by_id[beside]["AP50"] == 0.0
+    assert all(by_id[c]["AP"] is None and by_id[c]["AP50"] is None for c in absent)
+    assert stats["AP"] == pytest.approx(0.5)
+    table = format_per_class(per_class)
+    assert f"| {by_id[exact]['name']}" in table and "100.00" in table and "  0.00" in table and "     - |" in table
 
 
 def test_eval_refuses_a_checkpoint_of_another_model(setup, tmp_path):

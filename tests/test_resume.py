@@ -1,10 +1,12 @@
 """Surviving a killed job: ``train.py --resume auto`` after ``kill -9`` of the whole process group,
 once at a random moment between checkpoint writes and once in the middle of one, ends with a
 final checkpoint (parameters, AdamW moments, EMA, counters) bit-identical to an uninterrupted
-run; the resumes land in the middle of an epoch; ``train.max_checkpoints`` leaves the newest two.
-Under msrun (scripts/run_distribute_train.sh, two CPU workers), a worker killed with SIGKILL
-stops the whole job within a bound, with a message that says how to continue, and the relaunch
-with ``--resume auto`` continues from the newest complete checkpoint to the end."""
+run; the resumes land in the middle of an epoch and load their graphs from the compile cache
+the first run saved; ``train.max_checkpoints`` leaves the newest two. Under msrun
+(scripts/run_distribute_train.sh, two CPU workers), a worker killed with SIGKILL stops the whole
+job within a bound, with a message that says how to continue, and the relaunch with
+``--resume auto`` continues from the newest complete checkpoint to the end, where it equals an
+uninterrupted two-worker run to float rounding (why not bit for bit: README, Training)."""
 import os
 import re
 import signal
@@ -31,6 +33,9 @@ RUN = TINY + [f"train.max_iter={MAX_ITER}", "train.checkpoint_period=1", "train.
               "train.ema_decay=0.9"]
 TIMEOUT = 600
 STOP_BOUND_S = 120  # a killed msrun worker must stop the whole job within this
+# a relaunched msrun job vs an uninterrupted one, largest difference of any entry: measured 1.4e-6
+# (BatchNorm running variance; trainable parameters 7.4e-7); resuming one step off: 6e-4 (EMA) and more
+MSRUN_RELAUNCH_ATOL = 1e-5
 
 
 def command(root, out):
@@ -92,6 +97,7 @@ def test_killed_training_resumes_bit_exact(tiny_data, tmp_path):
     resumed = re.findall(r"resumed from \S+ at iteration (\d+)", log)
     assert resumed == [str(expected)], log[-3000:]
     assert f"resume auto: continuing from {checkpoint_path(str(killed), expected)}" in log
+    assert "compile cache: loading graphs from" in log, log[-3000:]
 
     final, reference = state(checkpoint_path(str(killed), MAX_ITER)), state(checkpoint_path(str(straight), MAX_ITER))
     assert final.keys() == reference.keys()
@@ -133,11 +139,15 @@ def worker_pid(out, rank):
     return None
 
 
+def run_msrun(root, out):
+    command_, env = launcher(root, out, free_port())
+    done = subprocess.run(command_, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
 def test_killed_msrun_worker_stops_the_job_and_the_relaunch_resumes(tiny_data, tmp_path):
-    """The relaunch is not compared with an uninterrupted two-worker run bit for bit: measured once,
-    its final parameters differed from one by at most 1.2e-6 (README, Training); the single-device
-    test above is the bit-exact one."""
-    killed = tmp_path / "killed"
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_msrun(tiny_data, straight)
     command_, env = launcher(tiny_data, killed, free_port())
     console = tmp_path / "launcher.log"
     with open(console, "w") as f:
@@ -163,11 +173,17 @@ def test_killed_msrun_worker_stops_the_job_and_the_relaunch_resumes(tiny_data, t
     assert "--resume auto" in message
     newest = max(it for it, path in training_checkpoints(str(killed)) if verify_checkpoint(path) is None)
 
-    command_, env = launcher(tiny_data, killed, free_port())
-    done = subprocess.run(command_, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run_msrun(tiny_data, killed)
     log = (killed / "log.txt").read_text()
     assert f"resume auto: continuing from {checkpoint_path(str(killed), newest)}" in log
     assert f"at iteration {newest}" in log
     final = checkpoint_path(str(killed), MAX_ITER)
-    assert verify_checkpoint(final) is None and int(state(final)["iteration"]) == MAX_ITER
+    assert verify_checkpoint(final) is None
+    final, reference = state(final), state(checkpoint_path(str(straight), MAX_ITER))
+    assert final.keys() == reference.keys()
+    for counter in ("iteration", "skipped_steps"):
+        assert int(final[counter]) == int(reference[counter])
+    worst = max(reference, key=lambda k: float(np.abs(final[k].astype(np.float64) - reference[k]).max()))
+    difference = float(np.abs(final[worst].astype(np.float64) - reference[worst]).max())
+    print(f"relaunched vs uninterrupted: largest difference {difference:.3g} ({worst})")
+    assert difference <= MSRUN_RELAUNCH_ATOL, f"{worst} differs by {difference:.3g}"

@@ -1,6 +1,7 @@
 """Training engine: AdamW against torch's formula, the official schedules, gradient clipping,
 parameter groups; and in GRAPH_MODE with a tiny model: overfitting one batch and float16 training.
 (Exact resume, also after a killed job: tests/test_resume.py.)"""
+import json
 import logging
 import subprocess
 import sys
@@ -164,6 +165,49 @@ def test_overfits_one_batch(tiny_data, tmp_path):
         losses.append(float(total.asnumpy()))
     assert np.isfinite(losses).all()
     assert min(losses[-5:]) <= 0.5 * losses[0], losses[::10]
+
+
+def test_best_checkpoint_is_kept_across_a_restart(tiny_data, tmp_path):
+    """Every evaluation goes to metrics.jsonl; model_best.ckpt holds the weights of the best AP so
+    far, also for a new Trainer on the same output directory (a resumed run); an incomplete
+    model_best.ckpt does not count."""
+    from src.checkpoint import load_port_checkpoint
+    from src.checkpoint.training import BEST_CHECKPOINT, best_checkpoint
+
+    def weights(model):
+        return {p.name: p.asnumpy().copy() for p in model.get_parameters()}
+
+    def stats(ap):
+        return {"AP": ap, "AP50": 2 * ap, "AP75": ap, "APs": 0.0, "APm": ap, "APl": ap}
+
+    trainer = tiny_trainer(tiny_data, tmp_path)
+    best = tmp_path / BEST_CHECKPOINT
+    trainer.record_evaluation(10, stats(0.1))
+    assert best_checkpoint(str(tmp_path))["iteration"] == 10 and best_checkpoint(str(tmp_path))["AP"] == 0.1
+    saved = best.read_bytes()
+    at_10 = weights(trainer.model)
+    for p in trainer.model.trainable_params():
+        p.set_data(Tensor(p.asnumpy() + 1.0))
+    trainer.record_evaluation(20, stats(0.05))
+    restarted = tiny_trainer(tiny_data, tmp_path)
+    for p in restarted.model.trainable_params():
+        p.set_data(Tensor(p.asnumpy() + 2.0))
+    restarted.record_evaluation(30, stats(0.08))
+    assert best.read_bytes() == saved
+    restarted.record_evaluation(40, stats(0.2))
+    assert best_checkpoint(str(tmp_path))["iteration"] == 40
+    check = tiny_trainer(tiny_data, tmp_path / "check").model
+    load_port_checkpoint(check, str(best))
+    for name, value in weights(check).items():
+        np.testing.assert_array_equal(value, weights(restarted.model)[name], err_msg=name)
+    assert any(not np.array_equal(at_10[k], v) for k, v in weights(check).items())
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["eval_AP"], r["eval_AP50"]) for r in rows] == \
+        [(10, 0.1, 0.2), (20, 0.05, 0.1), (30, 0.08, 0.16), (40, 0.2, 0.4)]
+    best.write_bytes(best.read_bytes()[:100])  # a kill while writing it: no best so far
+    assert best_checkpoint(str(tmp_path)) is None
+    restarted.record_evaluation(50, stats(0.01))
+    assert best_checkpoint(str(tmp_path))["iteration"] == 50
 
 
 def test_train_cli_rejects_unknown_config_key():

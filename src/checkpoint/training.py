@@ -15,10 +15,12 @@ import re
 
 from .files import save_checkpoint_atomic
 
-__all__ = ["CHECKPOINT_PREFIX", "checkpoint_path", "find_resume_checkpoint", "manifest_path", "prune_checkpoints",
-           "save_training_checkpoint", "training_checkpoints", "verify_checkpoint"]
+__all__ = ["BEST_CHECKPOINT", "CHECKPOINT_PREFIX", "best_checkpoint", "checkpoint_path", "find_resume_checkpoint",
+           "manifest_path", "prune_checkpoints", "save_best_checkpoint", "save_training_checkpoint",
+           "training_checkpoints", "verify_checkpoint"]
 
 CHECKPOINT_PREFIX = "checkpoint_iter"
+BEST_CHECKPOINT = "model_best.ckpt"
 _NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)\.ckpt$")
 _TEMPORARY = re.compile(rf"^\.{CHECKPOINT_PREFIX}\d+\.(ckpt\.tmp\.ckpt|json\.tmp)$")  # save_checkpoint_atomic's, ours
 
@@ -52,13 +54,34 @@ def save_training_checkpoint(cell, output_dir, iteration, append_dict):
     """Save ``cell``'s parameters (and ``append_dict``) as the checkpoint of ``iteration`` and
     then its manifest; returns the checkpoint's path."""
     path = checkpoint_path(output_dir, iteration)
+    _save_verified(cell, path, {"iteration": iteration}, append_dict)
+    return path
+
+
+def save_best_checkpoint(model, output_dir, iteration, ap):
+    """Save ``model``'s weights as ``model_best.ckpt`` (a checkpoint eval.py, infer.py and export.py
+    load) with its manifest, which also records ``iteration`` and ``ap``; returns the path."""
+    path = os.path.join(output_dir, BEST_CHECKPOINT)
+    _save_verified(model, path, {"iteration": iteration, "AP": ap})
+    return path
+
+
+def best_checkpoint(output_dir):
+    """The manifest of a complete ``model_best.ckpt`` in ``output_dir`` (iteration, AP, ...), or None."""
+    path = os.path.join(output_dir, BEST_CHECKPOINT)
+    if not os.path.isfile(path) or verify_checkpoint(path) is not None:
+        return None
+    with open(manifest_path(path)) as f:
+        return json.load(f)
+
+
+def _save_verified(cell, path, record, append_dict=None):
     manifest = manifest_path(path)
-    if os.path.exists(manifest):  # re-saving an iteration: never let the old manifest vouch for new bytes
+    if os.path.exists(manifest):  # re-saving: never let the old manifest vouch for new bytes
         os.remove(manifest)
     save_checkpoint_atomic(cell, path, append_dict=append_dict)
-    _write_json_atomic({"file": os.path.basename(path), "iteration": iteration, "bytes": os.path.getsize(path),
+    _write_json_atomic({"file": os.path.basename(path), **record, "bytes": os.path.getsize(path),
                         "sha256": _sha256(path)}, manifest)
-    return path
 
 
 def verify_checkpoint(path, content=True):

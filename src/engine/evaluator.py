@@ -52,7 +52,8 @@ def rows_to_results(rows):
 
 def coco_evaluate(dataset, results, output_dir=None):
     """COCO box AP of ``results`` (from ``predict``) against ``dataset``'s json. Returns
-    ({name: value}, the printed summary table)."""
+    ({name: value}, the printed summary table, per-class rows: one {"category_id", "name", "AP",
+    "AP50"} per category of the json, AP None for a category without ground truth)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -65,7 +66,8 @@ def coco_evaluate(dataset, results, output_dir=None):
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(dataset.ann_file)
     if not detections:
-        return {k: 0.0 for k in STAT_NAMES}, "no detections"
+        empty = [dict(category_id=c, name=n, AP=0.0, AP50=0.0) for c, n in zip(dataset.cat_ids, dataset.class_names)]
+        return {k: 0.0 for k in STAT_NAMES}, "no detections", empty
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         dt = gt.loadRes(detections)
@@ -75,7 +77,35 @@ def coco_evaluate(dataset, results, output_dir=None):
         evaluator.accumulate()
         evaluator.summarize()
     stats = {k: float(v) for k, v in zip(STAT_NAMES, evaluator.stats[:6])}
-    return stats, summary.getvalue()
+    return stats, summary.getvalue(), per_class_ap(evaluator, dict(zip(dataset.cat_ids, dataset.class_names)))
+
+
+def per_class_ap(evaluator, names):
+    """AP and AP50 of every category from an accumulated ``COCOeval``: its precision array
+    (IoU thresholds x recall points x categories x areas x max detections; -1 where a category
+    has no ground truth) at area 'all' and 100 detections, averaged as ``summarize`` averages
+    the overall AP -- so the mean over the categories with ground truth is the overall AP.
+    ``names``: {category id: name}."""
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    at_50 = int(np.argmin(np.abs(evaluator.params.iouThrs - 0.5)))
+    rows = []
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        values = {}
+        for key, p in (("AP", precision[:, :, k]), ("AP50", precision[at_50, :, k])):
+            valid = p[p > -1]
+            values[key] = float(valid.mean()) if valid.size else None
+        rows.append(dict(category_id=int(cat_id), name=names[cat_id], **values))
+    return rows
+
+
+def format_per_class(rows):
+    """The per-class rows as a table (percent; '-' for a category without ground truth)."""
+    width = max([8] + [len(r["name"]) for r in rows])
+    lines = [f"| {'category':<{width}s} |     AP |   AP50 |", f"|{'-' * (width + 2)}|--------|--------|"]
+    for r in rows:
+        cells = [f"{100 * r[k]:6.2f}" if r[k] is not None else f"{'-':>6s}" for k in ("AP", "AP50")]
+        lines.append(f"| {r['name']:<{width}s} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def format_stats(stats):

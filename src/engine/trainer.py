@@ -16,9 +16,11 @@ import numpy as np
 from mindspore import Tensor
 
 from ..checkpoint.training import (
+    best_checkpoint,
     find_resume_checkpoint,
     manifest_path,
     prune_checkpoints,
+    save_best_checkpoint,
     save_training_checkpoint,
     verify_checkpoint,
 )
@@ -29,7 +31,7 @@ from ..losses.criterion import FocusDETRCriterion, loss_keys
 from ..losses.matcher import HungarianMatcher
 from ..modeling.denoising import prepare_denoising
 from .distributed import all_gather_rows
-from .evaluator import coco_evaluate, format_stats, predict, results_to_rows, rows_to_results
+from .evaluator import coco_evaluate, format_per_class, format_stats, predict, results_to_rows, rows_to_results
 from .logger import Progress
 from .lr_schedule import StepSchedule
 from .mixed_precision import apply_mixed_precision
@@ -67,8 +69,10 @@ def build_eval_loader(cfg, dataset, shard_id=0, num_shards=1):
 
 
 def evaluate(cfg, net, dataset, logger, output_dir=None, rank=0, world_size=1):
-    """COCO box AP of ``net`` (an ``InferenceNet``) on ``dataset``. With ``world_size`` > 1 every
-    rank predicts its shard, the detections are gathered, and rank 0 evaluates (the other ranks
+    """COCO box AP of ``net`` (an ``InferenceNet``) on ``dataset``: logs the COCO summary and the
+    per-category table, writes them to ``output_dir/eval_results.json`` (the six numbers of
+    ``STAT_NAMES`` and ``per_class``) and returns the six. With ``world_size`` > 1 every rank
+    predicts its shard, the detections are gathered, and rank 0 evaluates (the other ranks
     return None)."""
     results = predict(net, build_eval_loader(cfg, dataset, rank, world_size), logger,
                       batch_size=cfg.train.eval_batch_size)
@@ -76,11 +80,12 @@ def evaluate(cfg, net, dataset, logger, output_dir=None, rank=0, world_size=1):
         results = rows_to_results(all_gather_rows(results_to_rows(results)))
         if rank != 0:
             return None
-    stats, summary = coco_evaluate(dataset, results, output_dir)
-    logger.info("COCO bbox evaluation:\n" + summary + format_stats(stats))
+    stats, summary, per_class = coco_evaluate(dataset, results, output_dir)
+    logger.info("COCO bbox evaluation:\n" + summary + format_stats(stats) + "\nper category:\n"
+                + format_per_class(per_class))
     if output_dir:
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
-            json.dump(stats, f)
+            json.dump(dict(stats, per_class=per_class), f, indent=1)
     return stats
 
 
@@ -236,9 +241,25 @@ class Trainer:
                 self.save(done)
             if (self.val_set is not None and self.rank == 0 and tc.eval_period and done % tc.eval_period == 0
                     and done < tc.max_iter):
-                evaluate(self.cfg, self.eval_net, self.val_set, self.logger)
+                self.record_evaluation(done, evaluate(self.cfg, self.eval_net, self.val_set, self.logger))
                 self.model.set_train(True)
         self.save(tc.max_iter)
+
+    def record_evaluation(self, iteration, stats):
+        """Rank 0: the AP of the weights after ``iteration`` goes to metrics.jsonl, and to
+        ``model_best.ckpt`` when it is the best so far. The best so far is read back from that
+        checkpoint's manifest, so a resumed run (which repeats the evaluations after its
+        checkpoint, with the same results) never replaces it by a worse one."""
+        out = self.cfg.train.output_dir
+        with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"iteration": iteration, **{f"eval_{k}": v for k, v in stats.items()}}) + "\n")
+        best = best_checkpoint(out)
+        if best is not None and stats["AP"] <= best["AP"]:
+            self.logger.info(f"AP {stats['AP']:.4f} after iteration {iteration}; the best stays {best['AP']:.4f} "
+                             f"(iteration {best['iteration']})")
+            return
+        path = save_best_checkpoint(self.model, out, iteration, stats["AP"])
+        self.logger.info(f"best AP so far, {stats['AP']:.4f} after iteration {iteration}: saved {path}")
 
     def log(self, done, total, losses, lr, grad_norm, progress):
         speed, eta = progress.report(done - 1)

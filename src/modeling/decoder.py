@@ -90,6 +90,10 @@ class DINODecoder(nn.Cell):
             references.append(new_reference)
         return ops.stack(hidden), ops.stack(references)
 
+    def class_sized_parameters(self):
+        """Names of the parameters whose shape is set by the class count: every class head."""
+        return [p.name for head in self.class_embed for p in head.get_parameters()]
+
     def predict(self, hidden, init_reference, references):
         """Per-layer heads: logits_k = class_embed[k](h_k), boxes_k = sigmoid(bbox_embed[k](h_k) +
         inverse_sigmoid(ref_{k-1})) with ref_{-1} the (detached) initial reference."""

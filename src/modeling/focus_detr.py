@@ -72,6 +72,11 @@ class FocusDETR(nn.Cell):
                 + tuple(f"{kind}_l{i}" for kind in ("neck", "mask", "pos") for i in levels)
                 + self.transformer.capture_names())
 
+    def class_sized_parameters(self):
+        """Names of the parameters whose shape is set by ``num_classes``: the class heads and the
+        denoising label embedding. Fine-tuning on another class count re-initializes these."""
+        return self.transformer.class_sized_parameters() + [p.name for p in self.label_enc.get_parameters()]
+
     def padding_mask(self, image_sizes, height, width):
         rows = ops.arange(height, dtype=ms.int32)[None, :, None]
         cols = ops.arange(width, dtype=ms.int32)[None, None, :]

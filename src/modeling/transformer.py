@@ -167,5 +167,10 @@ class FocusDETRTransformer(nn.Cell):
                 enc_coord_unact, own_topk)
         return outputs, captured
 
+    def class_sized_parameters(self):
+        """Names of the parameters whose shape is set by the class count (the decoder's heads,
+        whose last one is also the encoder's two-stage and multi-category score head)."""
+        return self.decoder.class_sized_parameters()
+
     def capture_names(self):
         return self.DECODER_CAPTURE + self.encoder.capture_names() + self.CAPTURE
