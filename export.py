@@ -42,7 +42,8 @@ def main(argv=None):
     parser.add_argument("--random-init", action="store_true",
                         help="export untrained weights instead of --ckpt (file size / timing checks only)")
     parser.add_argument("--file_format", choices=("MINDIR",), default="MINDIR",
-                        help="MINDIR only: ONNX lacks grid_sample/scatter, AIR needs an Ascend host")
+                        help="MINDIR only: MindSpore 2.10's ONNX exporter refuses this graph (README, Export), "
+                        "AIR needs an Ascend host")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--height", type=int, required=True, help="canvas height")
     parser.add_argument("--width", type=int, required=True, help="canvas width")

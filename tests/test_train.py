@@ -263,6 +263,28 @@ def test_float16_training(tiny_data, tmp_path, level):
     assert np.isfinite(boxes.asnumpy()).all()
 
 
+def test_recompute_gives_the_same_step(tiny_data, tmp_path):
+    """train.recompute (FocusDETR.recompute_blocks: the backbone stages and every encoder and
+    decoder layer recomputed in the backward pass), official frozen BatchNorm: the losses and
+    gradients of a step are those without it. With trainable BatchNorm the backbone is left out:
+    recomputed, its running statistics were updated twice per step (measured: moving_mean x1.9)."""
+    results = []
+    for name, overrides in (("plain", []), ("recompute", ["train.recompute=true"])):
+        trainer = tiny_trainer(tiny_data, tmp_path / name, ["model.backbone.norm=frozen_bn", *overrides])
+        trainer.model.set_train(True)
+        (total, _), grads = trainer.step.gradients(*batch_tensors(trainer), Tensor(1.0, ms.float32))
+        results.append((float(total.asnumpy()), [g.asnumpy() for g in grads],
+                        [p.name for p in trainer.optimizer.params]))
+    (total, grads, names), (total_r, grads_r, _) = results
+    assert total == pytest.approx(total_r, rel=1e-6)
+    for name, g, g_r in zip(names, grads, grads_r):
+        np.testing.assert_allclose(g_r, g, rtol=1e-5, atol=1e-7, err_msg=name)
+    blocks = tiny_trainer(tiny_data, tmp_path / "blocks", ["model.backbone.norm=frozen_bn"]).model.recompute_blocks()
+    bn_blocks = tiny_trainer(tiny_data, tmp_path / "bn").model.recompute_blocks()
+    layers = 2 + 2  # TINY: encoder and decoder layers
+    assert len(blocks) == 4 + layers and len(bn_blocks) == layers
+
+
 def test_unknown_amp_level_is_refused(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="train.amp_level 'O3'"):
         tiny_trainer(tiny_data, tmp_path, ["train.amp_level=O3"])

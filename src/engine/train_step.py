@@ -21,12 +21,13 @@ class ModelWithLoss(nn.Cell):
         self.model = model
         self.criterion = criterion
 
-    def construct(self, images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, scale):
+    def construct(self, images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, scale,
+                  gt_count=None):
         outputs, _ = self.model(images, image_sizes, dn_inputs)
         # float16 training (src.engine.mixed_precision): match and compute every loss in float32
         outputs = F.mixed_precision_cast(ms.float32, outputs)
         total, losses, _, _ = self.criterion(outputs, gt_boxes, gt_labels, gt_valid, image_sizes,
-                                             (images.shape[2], images.shape[3]), dn_targets)
+                                             (images.shape[2], images.shape[3]), dn_targets, gt_count)
         return total * scale, losses
 
 
@@ -65,9 +66,10 @@ class AveragedGradients(nn.Cell):
         self.grad_fn = ops.value_and_grad(model_with_loss, None, params, has_aux=True)
         self.grad_reducer = nn.DistributedGradReducer(params, mean=True) if world_size > 1 else None
 
-    def construct(self, images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, scale):
+    def construct(self, images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets, scale,
+                  gt_count=None):
         values, grads = self.grad_fn(images, image_sizes, gt_boxes, gt_labels, gt_valid, dn_inputs, dn_targets,
-                                     scale)
+                                     scale, gt_count)
         if self.grad_reducer is not None:
             grads = self.grad_reducer(grads)
         return values, grads
@@ -92,16 +94,23 @@ class TrainStep(nn.Cell):
         scale = self.loss_scale.scale
         (scaled_total, losses), grads = self.gradients(images, image_sizes, gt_boxes, gt_labels, gt_valid,
                                                        dn_inputs, dn_targets, scale)
-        grads = scale_all(grads, 1.0 / scale)
-        finite = ops.logical_and(ops.isfinite(scaled_total), ms.amp.all_finite(grads))
+        total = scaled_total / scale  # before update() changes the loss scale
+        norm, finite = self.update(grads, ops.isfinite(scaled_total), lr)
+        return total, losses, norm, finite
+
+    def update(self, scaled_grads, loss_finite, lr):
+        """Unscale, check, clip and apply gradients of the loss times ``loss_scale.scale``; then
+        the EMA and the loss scale. Returns (gradient norm before clipping, step applied). Also
+        the last part of an accumulated step (src.engine.accumulation)."""
+        grads = scale_all(scaled_grads, 1.0 / self.loss_scale.scale)
+        finite = ops.logical_and(loss_finite, ms.amp.all_finite(grads))
         if self.clip_max_norm > 0:
             grads, norm = clip_by_global_norm(grads, self.clip_max_norm)
         else:
             norm = global_norm(grads)
         grads = zero_unless(grads, finite)
-        total = scaled_total / scale  # before the loss-scale update below changes ``scale``
         self.optimizer(grads, lr, finite)
         if self.ema is not None:
             self.ema(finite)
         self.loss_scale(finite)
-        return total, losses, norm, finite
+        return norm, finite

@@ -30,6 +30,7 @@ from ..losses.assignment import build_assignment
 from ..losses.criterion import FocusDETRCriterion, loss_keys
 from ..losses.matcher import HungarianMatcher
 from ..modeling.denoising import prepare_denoising
+from .accumulation import GradientAccumulation
 from .distributed import all_gather_rows
 from .evaluator import coco_evaluate, format_per_class, format_stats, predict, results_to_rows, rows_to_results
 from .logger import Progress
@@ -104,10 +105,18 @@ class Trainer:
         if tc.batch_size % world_size:
             raise ValueError(f"train.batch_size {tc.batch_size} is not divisible by {world_size} devices")
         self.local_batch = tc.batch_size // world_size
+        if tc.accumulate_steps < 1 or self.local_batch % tc.accumulate_steps:
+            raise ValueError(f"train.accumulate_steps {tc.accumulate_steps} does not divide the {self.local_batch} "
+                             f"images per device of train.batch_size {tc.batch_size}")
         if rank == 0:
             os.makedirs(tc.output_dir, exist_ok=True)
         self.schedule = StepSchedule(tc.lr, tc.lr_milestones, tc.lr_gammas, tc.warmup_iters, tc.warmup_factor)
         apply_mixed_precision(model, tc.amp_level)
+        if tc.recompute:
+            if ms.get_context("mode") != ms.GRAPH_MODE:
+                raise ValueError("train.recompute needs graph mode (MindSpore's Cell.recompute)")
+            for block in model.recompute_blocks():
+                block.recompute()
         criterion = FocusDETRCriterion(num_classes=cfg.model.num_classes, num_layers=cfg.model.num_decoder_layers,
                                        matcher=HungarianMatcher(assignment=build_assignment(cfg.kernels.matcher)),
                                        num_boxes_all_reduce=world_size > 1)
@@ -118,6 +127,7 @@ class Trainer:
                  LossScale(tc.loss_scale, dynamic=True, window=tc.loss_scale_window))
         ema = EMA(params, tc.ema_decay) if tc.ema_decay > 0 else None
         self.step = TrainStep(model, criterion, self.optimizer, scale, tc.clip_max_norm, world_size, ema)
+        self.accumulation = GradientAccumulation(self.step, tc.accumulate_steps) if tc.accumulate_steps > 1 else None
         self.loss_keys = loss_keys(cfg.model.num_decoder_layers)
         self.start_iter = 0
         self.skipped_steps = 0
@@ -206,9 +216,10 @@ class Trainer:
                 iteration += 1
             epoch += 1
 
-    def denoising(self, iteration, gt_boxes, gt_labels, gt_valid):
+    def denoising(self, iteration, gt_boxes, gt_labels, gt_valid, micro_batch=None):
         mc = self.cfg.model
-        rng = np.random.default_rng([self.cfg.train.seed, self.rank, iteration])
+        key = [self.cfg.train.seed, self.rank, iteration] + ([] if micro_batch is None else [micro_batch])
+        rng = np.random.default_rng(key)
         dn = prepare_denoising(gt_boxes, gt_labels, gt_valid, num_classes=mc.num_classes, dn_number=mc.dn_number,
                                label_noise_ratio=mc.label_noise_ratio, box_noise_scale=mc.box_noise_scale,
                                num_queries=mc.num_queries, rng=rng)
@@ -224,12 +235,8 @@ class Trainer:
                          f"({self.local_batch} per device x {self.world_size})")
         iteration = self.start_iter
         for iteration, batch in self.batches():
-            images, sizes, gt_boxes, gt_labels, gt_valid, _, _ = batch
-            dn_inputs, dn_targets = self.denoising(iteration, gt_boxes, gt_labels, gt_valid)
             lr = self.schedule(iteration)
-            total, losses, grad_norm, applied = self.step(
-                Tensor(images), Tensor(sizes), Tensor(gt_boxes), Tensor(gt_labels), Tensor(gt_valid),
-                dn_inputs, dn_targets, Tensor(lr, ms.float32))
+            total, losses, grad_norm, applied = self.run_step(iteration, batch[:5], lr)
             if not bool(applied.asnumpy()):
                 self.skipped_steps += 1
                 self.logger.warning(f"iter {iteration + 1}: non-finite gradients, step skipped "
@@ -244,6 +251,26 @@ class Trainer:
                 self.record_evaluation(done, evaluate(self.cfg, self.eval_net, self.val_set, self.logger))
                 self.model.set_train(True)
         self.save(tc.max_iter)
+
+    def run_step(self, iteration, batch, lr):
+        """One optimizer step on ``batch`` (images, sizes, gt_boxes, gt_labels, gt_valid): one
+        graph, or with ``train.accumulate_steps`` N > 1 one graph per micro-batch and one to apply.
+        Returns (total loss, weighted losses, gradient norm, applied) as Tensors."""
+        if self.accumulation is None:
+            dn_inputs, dn_targets = self.denoising(iteration, *batch[2:5])
+            return self.step(*(Tensor(a) for a in batch), dn_inputs, dn_targets, Tensor(lr, ms.float32))
+        n = self.cfg.train.accumulate_steps
+        scale = Tensor(self.step.loss_scale.scale.asnumpy())
+        gt_count = Tensor(np.float32(batch[4].sum() / n))
+        totals, losses = [], []
+        for k, micro in enumerate(zip(*(np.split(a, n) for a in batch))):
+            dn_inputs, dn_targets = self.denoising(iteration, *micro[2:5], micro_batch=k)
+            total, weighted = self.accumulation.add_micro_batch(*(Tensor(a) for a in micro), dn_inputs, dn_targets,
+                                                                scale, gt_count)
+            totals.append(total.asnumpy() / scale.asnumpy())
+            losses.append([v.asnumpy() for v in weighted])
+        norm, applied = self.accumulation.apply_sums(Tensor(lr, ms.float32))
+        return (Tensor(np.mean(totals, 0)), tuple(Tensor(v) for v in np.mean(losses, 0)), norm, applied)
 
     def record_evaluation(self, iteration, stats):
         """Rank 0: the AP of the weights after ``iteration`` goes to metrics.jsonl, and to

@@ -88,8 +88,8 @@ class FocusDETRCriterion(nn.Cell):
             self.all_reduce = ops.AllReduce()
             self.world_size = float(get_group_size())
 
-    def num_boxes(self, gt_valid):
-        num = gt_valid.astype(ms.float32).sum()
+    def num_boxes(self, gt_valid, gt_count=None):
+        num = gt_valid.astype(ms.float32).sum() if gt_count is None else gt_count
         if self.num_boxes_all_reduce:
             num = self.all_reduce(num) / self.world_size
         return ops.stop_gradient(ops.clamp(num, min=1.0))
@@ -141,12 +141,14 @@ class FocusDETRCriterion(nn.Cell):
                                                ops.broadcast_to(positive[None], boxes.shape[:3]))
         return loss_class, loss_bbox / normalizer, loss_giou / normalizer
 
-    def construct(self, outputs, gt_boxes, gt_labels, gt_valid, image_sizes, canvas_hw, dn_targets):
+    def construct(self, outputs, gt_boxes, gt_labels, gt_valid, image_sizes, canvas_hw, dn_targets, gt_count=None):
+        """``gt_count``: the GT count to normalize by instead of this batch's (None), for a batch
+        that is one of the micro-batches of one step (src.engine.accumulation)."""
         pred_logits, pred_boxes, dn_logits, dn_boxes, enc_logits, enc_boxes, fg_logits, fg_in_extent = outputs
         # padded GT entries get a harmless class and box so no NaN/out-of-range value enters the graph
         gt_labels = ops.where(gt_valid, gt_labels.astype(ms.int32), 0)
         gt_boxes = ops.where(gt_valid[..., None], gt_boxes, 0.5)
-        num_boxes = self.num_boxes(gt_valid)
+        num_boxes = self.num_boxes(gt_valid, gt_count)
 
         fg_targets = self.foreground_targets(gt_boxes, gt_valid, image_sizes, canvas_hw)
         select_loss = foreground_focal_loss(fg_logits[..., 0], fg_targets.astype(ms.float32), fg_in_extent)

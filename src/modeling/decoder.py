@@ -90,6 +90,9 @@ class DINODecoder(nn.Cell):
             references.append(new_reference)
         return ops.stack(hidden), ops.stack(references)
 
+    def recompute_blocks(self):
+        return list(self.layers)
+
     def class_sized_parameters(self):
         """Names of the parameters whose shape is set by the class count: every class head."""
         return [p.name for head in self.class_embed for p in head.get_parameters()]

@@ -30,6 +30,9 @@ class FocusEncoder(nn.Cell):
         self.row_gather, self.row_scatter = build_token_ops(token_ops_impl)
         self.capture = False
 
+    def recompute_blocks(self):
+        return list(self.layers)
+
     def construct(self, src, pos, value_mask, reference_points, spatial_shapes, selection, class_head):
         layer_rows, layer_k = selection[LAYER_ROWS], selection[LAYER_K]
         foreground_inds, focus_token_nums = selection[FOREGROUND_INDS], selection[FOCUS_TOKENS]

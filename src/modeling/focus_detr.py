@@ -72,6 +72,12 @@ class FocusDETR(nn.Cell):
                 + tuple(f"{kind}_l{i}" for kind in ("neck", "mask", "pos") for i in levels)
                 + self.transformer.capture_names())
 
+    def recompute_blocks(self):
+        """The Cells ``train.recompute`` marks for recomputation (their activations are computed
+        again in the backward pass instead of being kept): the backbone's stages and every
+        encoder and decoder layer."""
+        return self.backbone.recompute_blocks() + self.transformer.recompute_blocks()
+
     def class_sized_parameters(self):
         """Names of the parameters whose shape is set by ``num_classes``: the class heads and the
         denoising label embedding. Fine-tuning on another class count re-initializes these."""

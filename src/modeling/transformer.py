@@ -167,6 +167,9 @@ class FocusDETRTransformer(nn.Cell):
                 enc_coord_unact, own_topk)
         return outputs, captured
 
+    def recompute_blocks(self):
+        return self.encoder.recompute_blocks() + self.decoder.recompute_blocks()
+
     def class_sized_parameters(self):
         """Names of the parameters whose shape is set by the class count (the decoder's heads,
         whose last one is also the encoder's two-stage and multi-category score head)."""

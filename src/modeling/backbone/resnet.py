@@ -96,6 +96,7 @@ class ResNetBackbone(ResNet):
             raise ValueError(f"ResNet norm must be one of {sorted(_NORMS)}, got {norm!r}")
         block, layers = _DEPTHS[depth]
         super().__init__(block, layers, norm=_NORMS[norm])
+        self.trainable_norm = norm == "bn"
         self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
         del self.pool
         del self.classifier
@@ -106,6 +107,12 @@ class ResNetBackbone(ResNet):
         for p in self.get_parameters():
             if any(p.name.startswith(prefix) for prefix in frozen):
                 p.requires_grad = False
+
+    def recompute_blocks(self):
+        """The stages ``train.recompute`` recomputes (``FocusDETR.recompute_blocks``); none with
+        trainable BatchNorm, whose running statistics a recomputation would update a second time
+        each step (MindSpore 2.10 cannot exempt a sub-cell from its stage's recomputation)."""
+        return [] if self.trainable_norm else [self.layer1, self.layer2, self.layer3, self.layer4]
 
     def construct(self, x, extent=None):
         """``extent``: (B,2) official extent in pixels, or None (the canvas); the image is

@@ -331,6 +331,10 @@ class SwinBackbone(nn.Cell):
         # plain tuple for construct (the Cells are registered under norm{i} above)
         self._out_norms = tuple(getattr(self, f"norm{i}") for i in self.out_indices)
 
+    def recompute_blocks(self):
+        """The stages ``train.recompute`` recomputes (``FocusDETR.recompute_blocks``)."""
+        return list(self.layers)
+
     def construct(self, x, extent=None):
         """``extent`` is not used: the windows, their padding and the shifted-window masks follow
         the canvas, so on a canvas larger than the official extent the maps near its border
