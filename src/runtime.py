@@ -66,11 +66,13 @@ _SOURCE_SUFFIXES = (".py", ".cpp", ".cu", ".h")
 
 
 def _source_digest():
-    """SHA-256 of every graph-building source file of the package (Python and kernels)."""
+    """SHA-256 of every graph-building source file: the package (Python and kernels) and the
+    entry scripts beside it, which decide the order of the graphs."""
     digest = hashlib.sha256()
-    root = Path(__file__).resolve().parent
-    for path in sorted(p for p in root.rglob("*") if p.suffix in _SOURCE_SUFFIXES):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    package = Path(__file__).resolve().parent
+    files = [p for p in package.rglob("*") if p.suffix in _SOURCE_SUFFIXES] + list(package.parent.glob("*.py"))
+    for path in sorted(files):
+        digest.update(str(path.relative_to(package.parent)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -84,10 +86,10 @@ def enable_compile_cache(entry, cfg, canvases, world_size=1, **graph_args):
     config loaded from the same folder fails, or runs the wrong graph). The folder is therefore
     named by everything that decides that sequence: ``entry``, the whole config except
     ``train.output_dir``, ``graph_args`` (the entry's options that add or change graphs), the
-    world size, MindSpore's version and device, and the package's sources. Input shapes must be
-    fixed as well, so the cache is on only when every graph-compiling input has one shape
-    (``canvases``: the canvases the entry will use, one each); with several, which one compiles
-    first depends on the data. Once per process: MindSpore numbers the graphs a process compiles
+    world size, MindSpore's version and device, and the sources (package and entry scripts).
+    Input shapes must be fixed as well, so the cache is on only when every graph-compiling input
+    has one shape (``canvases``: the canvases the entry will use, one each); with several, which
+    one compiles first depends on the data. Once per process: MindSpore numbers the graphs a process compiles
     with the cache on, so a second start inside the same process would continue the count.
     ``FOCUS_DETR_COMPILE_CACHE`` names the root folder (default ``~/.cache/focus_detr/compile``;
     ``off`` disables)."""

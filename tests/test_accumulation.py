@@ -2,31 +2,18 @@
 (GT-count normalization included: the two micro-batches hold different numbers of boxes), the
 summed gradients are applied once and zeroed, and training runs with it."""
 import json
-import logging
-from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 from distributed_worker import TINY
 from mindspore import Tensor
 from test_distributed import GRAD_RTOL, GT_COUNTS, write_dataset
-
-from src.config import load_config
-from src.engine.trainer import Trainer, build_dataset
-from src.modeling.build import build_model
-
-REPO = Path(__file__).resolve().parents[1]
+from test_train import tiny_trainer
 
 
 def trainer(root, out, overrides=()):
-    ms.set_context(mode=ms.GRAPH_MODE)
-    cfg = load_config(str(REPO / "config/quickstart.yaml"), TINY + [
-        f"data.train_json={root}/annotations/instances_train.json", f"data.train_images={root}/train",
-        f"train.output_dir={out}", "train.max_iter=2", "train.checkpoint_period=0", "train.log_period=1",
-        *overrides])
-    ms.set_seed(0)
-    return Trainer(cfg, build_model(cfg.model, cfg.kernels), build_dataset(cfg.data, "train"), None,
-                   logging.getLogger(f"test_accumulation_{out}"))
+    return tiny_trainer(root, out, ["train.max_iter=2", "train.checkpoint_period=0", "train.log_period=1",
+                                    *overrides], base=TINY)
 
 
 def relative_error(a, b):

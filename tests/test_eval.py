@@ -94,6 +94,9 @@ def test_per_class_ap_of_handmade_detections(tmp_path):
     assert by_id[beside]["AP"] == 0.0 and by_id[beside]["AP50"] == 0.0
     assert all(by_id[c]["AP"] is None and by_id[c]["AP50"] is None for c in absent)
     assert stats["AP"] == pytest.approx(0.5)
+    _, _, nothing = coco_evaluate(dataset, [])  # no detections at all: 0 where there is ground truth
+    assert [(r["AP"], r["AP50"]) for r in nothing] == [(None, None) if r["category_id"] in absent else (0.0, 0.0)
+                                                       for r in nothing]
     table = format_per_class(per_class)
     assert f"| {by_id[exact]['name']}" in table and "100.00" in table and "  0.00" in table and "     - |" in table
 

@@ -140,9 +140,10 @@ TINY = ["model.backbone.depth=18", "model.embed_dim=32", "model.num_heads=2", "m
         "train.lr_gammas=[]"]
 
 
-def tiny_trainer(root, out, overrides=()):
+def tiny_trainer(root, out, overrides=(), base=TINY):
+    """A Trainer of the tiny model ``base`` (overrides of the quick-start config) on ``root``."""
     ms.set_context(mode=ms.GRAPH_MODE)
-    cfg = load_config(str(REPO / "config/quickstart.yaml"), TINY + [
+    cfg = load_config(str(REPO / "config/quickstart.yaml"), list(base) + [
         f"data.train_json={root}/annotations/instances_train.json", f"data.train_images={root}/train",
         f"train.output_dir={out}"] + list(overrides))
     ms.set_seed(0)

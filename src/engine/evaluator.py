@@ -66,7 +66,8 @@ def coco_evaluate(dataset, results, output_dir=None):
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(dataset.ann_file)
     if not detections:
-        empty = [dict(category_id=c, name=n, AP=0.0, AP50=0.0) for c, n in zip(dataset.cat_ids, dataset.class_names)]
+        empty = [dict(category_id=c, name=n, **dict.fromkeys(("AP", "AP50"), 0.0 if gt.getAnnIds(catIds=[c]) else None))
+                 for c, n in zip(dataset.cat_ids, dataset.class_names)]
         return {k: 0.0 for k in STAT_NAMES}, "no detections", empty
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
