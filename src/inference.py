@@ -80,7 +80,9 @@ class InferenceNet(nn.Cell):
         outputs, captured = self.model(images, image_sizes)
         # a model set to float16 (training with amp_level O1/O2) post-processes in float32
         outputs = F.mixed_precision_cast(ms.float32, outputs)
-        detections = self.postprocess(outputs[0][-1], outputs[1][-1], image_sizes, orig_sizes)[:4]
+        # the last decoder layer by its positive index: MindSpore 2.10's ONNX exporter turns x[-1] into an empty slice
+        last = outputs[0].shape[0] - 1
+        detections = self.postprocess(outputs[0][last], outputs[1][last], image_sizes, orig_sizes)[:4]
         for i in self.focus_index:
             detections += (captured[i],)
         return detections

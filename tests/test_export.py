@@ -1,9 +1,11 @@
-"""export.py: the exported MINDIR, reloaded with ``mindspore.load`` + ``nn.GraphCell``, gives the
-Python model's detections on real (synthetic, padded) images."""
+"""export.py: the exported MINDIR, reloaded with ``mindspore.load`` + ``nn.GraphCell``, and the
+exported ONNX file, run by onnxruntime, give the Python model's detections on real (synthetic,
+padded) images."""
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
+import onnxruntime
 import pytest
 from mindspore import Tensor, nn
 
@@ -51,3 +53,47 @@ def test_mindir_round_trip_equals_python_model(tmp_path, custom_kernels):
         assert g.shape == e.shape and g.dtype == e.dtype, name
         assert np.abs(g.astype(np.float64) - e.astype(np.float64)).max() <= 1e-5, name
     assert expected[2].shape == (2, cfg.model.num_select, 4)
+
+
+def test_onnx_refuses_custom_kernels():
+    with pytest.raises(SystemExit) as exc:
+        export.main(["--config", CONFIG, "--random-init", "--file_format", "ONNX", "--custom-kernels",
+                     "--height", "128", "--width", "128"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("backbone", [[], ["model.backbone.name=swin", "model.backbone.variant=swin_tiny_224"]],
+                         ids=["resnet50", "swin_tiny"])
+def test_onnx_in_onnxruntime_equals_the_mindspore_model(tmp_path, backbone):
+    """The ONNX file against the MindSpore model with the export's implementations
+    (``export.ONNX_KERNELS``) and against the default one (the config's kernels, MindSpore's
+    erf): the same labels and kept boxes, scores and boxes (normalized by the original image
+    size, the model's own scale) within 1e-4."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    cfg = load_config(CONFIG, TINY + backbone)
+    ms.set_seed(0)
+    default_net = build_inference_net(cfg)
+    ckpt = str(tmp_path / "tiny.ckpt")
+    ms.save_checkpoint(default_net.model, ckpt)
+    export_net = build_inference_net(load_config(CONFIG, TINY + backbone + export.ONNX_KERNELS), ckpt)
+    rng = np.random.default_rng(1)
+    images = [generate_image(rng, cfg.model.num_classes, (80, 128))[0] for _ in range(2)]
+    inputs = [Tensor(x) for x in preprocess(images, cfg.data, cfg.data.eval_canvases)]
+
+    name = str(tmp_path / "tiny")
+    assert export.main(["--config", CONFIG, "--ckpt", ckpt, "--file_format", "ONNX", "--batch", "2",
+                        "--height", "128", "--width", "128", "--output", name] + TINY + backbone) == 0
+    session = onnxruntime.InferenceSession(name + ".onnx", providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images", "image_sizes", "orig_sizes"]
+    assert [o.name for o in session.get_outputs()] == list(export.OUTPUT_NAMES)
+    got = session.run(None, {i.name: t.asnumpy() for i, t in zip(session.get_inputs(), inputs)})
+    scale = np.tile(inputs[2].asnumpy()[:, None, ::-1], (1, 1, 2)).astype(np.float64)  # (B,1,4) w,h,w,h
+    for reference in (export_net, default_net):
+        expected = [t.asnumpy() for t in reference(*inputs)]
+        for output, e, g in zip(export.OUTPUT_NAMES, expected, got):
+            assert g.shape == e.shape and g.dtype == e.dtype, output
+            if output in ("labels", "keep"):
+                np.testing.assert_array_equal(g, e, err_msg=output)
+            else:
+                diff = np.abs(g.astype(np.float64) - e.astype(np.float64)) / (scale if output == "boxes" else 1.0)
+                assert diff.max() <= 1e-4, (output, diff.max())

@@ -37,3 +37,30 @@ def test_frozen_batch_norm_is_the_fixed_affine_map(mode):
     grad_x = ms.grad(net, grad_position=0)(Tensor(x), Tensor(weight))
     np.testing.assert_allclose(grad_x.asnumpy(), weight * scale[:, None, None], rtol=1e-5, atol=1e-6)
     assert not any(p.requires_grad for p in norm.get_parameters())
+
+
+class _WeightedPool(nn.Cell):
+    def __init__(self, pool, weight):
+        super().__init__()
+        self.pool, self.weight = pool, Tensor(weight)
+
+    def construct(self, x):
+        return (self.pool(x) * self.weight).sum()
+
+
+def test_stem_max_pool_equals_the_padded_max_pool(mode):
+    """The -inf border and unpadded pool (exportable to ONNX) against MindSpore's padded
+    max pool, on odd and even sizes, forward and backward (distinct values: no ties; all
+    negative: a zero border would change every border window)."""
+    from src.modeling.backbone.resnet import StemMaxPool
+
+    rng = np.random.default_rng(1)
+    for h, w in ((9, 12), (8, 7)):
+        x = -1.0 - rng.permutation(2 * 3 * h * w).reshape(2, 3, h, w).astype(np.float32)
+        padded = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        ours, theirs = StemMaxPool()(Tensor(x)).asnumpy(), padded(Tensor(x)).asnumpy()
+        assert ours.shape == theirs.shape == (2, 3, (h - 1) // 2 + 1, (w - 1) // 2 + 1)
+        np.testing.assert_array_equal(ours, theirs)
+        weight = rng.normal(size=ours.shape).astype(np.float32)
+        np.testing.assert_array_equal(ms.grad(_WeightedPool(StemMaxPool(), weight))(Tensor(x)).asnumpy(),
+                                      ms.grad(_WeightedPool(padded, weight))(Tensor(x)).asnumpy())

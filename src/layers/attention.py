@@ -6,6 +6,8 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
+from .masking import masked_fill
+
 # Finite "minus infinity": exp() underflows to exactly 0 like -inf, but a fully blocked row
 # gives a uniform row instead of NaN.
 MASK_VALUE = -1e30
@@ -46,9 +48,9 @@ class MultiheadAttention(nn.Cell):
         # masking and softmax in float32: MASK_VALUE overflows float16 to -inf (NaN on blocked rows)
         logits = ops.cast(ops.matmul(q, k.transpose(0, 1, 3, 2)), ms.float32)  # (B,H,Lq,Lk)
         if attn_mask is not None:
-            logits = ops.masked_fill(logits, attn_mask[None, None], MASK_VALUE)
+            logits = masked_fill(logits, attn_mask[None, None], MASK_VALUE)
         if key_padding_mask is not None:
-            logits = ops.masked_fill(logits, key_padding_mask[:, None, None, :], MASK_VALUE)
+            logits = masked_fill(logits, key_padding_mask[:, None, None, :], MASK_VALUE)
         weights = ops.cast(ops.softmax(logits, -1), v.dtype)
         out = ops.matmul(weights, v).transpose(0, 2, 1, 3)
         bsz, n = out.shape[0], out.shape[1]

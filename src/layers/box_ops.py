@@ -3,19 +3,26 @@ from mindspore import ops
 
 
 def inverse_sigmoid(x, eps=1e-3):
-    """log(x / (1 - x)) with both terms clamped at ``eps`` (detrex convention, one log of a ratio)."""
+    """log(x / (1 - x)) with both terms clamped at ``eps`` (detrex convention, one log of a ratio).
+    Both bounds given: MindSpore 2.10's ONNX exporter takes no clamp without a maximum."""
     x = ops.clamp(x, 0.0, 1.0)
-    return ops.log(ops.clamp(x, min=eps) / ops.clamp(1.0 - x, min=eps))
+    return ops.log(ops.clamp(x, eps, 1.0) / ops.clamp(1.0 - x, eps, 1.0))
+
+
+def _coordinates(boxes):
+    """The four (...) coordinate slices of (..., 4) boxes (slices, not ``ops.unbind``: MindSpore
+    2.10's ONNX exporter has no ``Unstack``)."""
+    return boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
 
 
 def box_cxcywh_to_xyxy(boxes):
-    cx, cy, w, h = ops.unbind(boxes, -1)
-    return ops.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], -1)
+    cx, cy, w, h = _coordinates(boxes)
+    return ops.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), -1)
 
 
 def box_xyxy_to_cxcywh(boxes):
-    x0, y0, x1, y1 = ops.unbind(boxes, -1)
-    return ops.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
+    x0, y0, x1, y1 = _coordinates(boxes)
+    return ops.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), -1)
 
 
 def box_area(boxes):

@@ -10,6 +10,8 @@ it, so a larger canvas gives the official numbers. ``None`` means the canvas is 
 import mindspore as ms
 from mindspore import ops
 
+from .masking import logical_not, masked_fill
+
 
 def extent_of(image_sizes, training):
     """(B,2) extent in pixels: the batch maximum in training, each image at inference."""
@@ -38,8 +40,7 @@ def keep_inside(x, extent):
     convolution or (post-ReLU) max-pool sees the zero border of an extent-sized map."""
     if extent is None:
         return x
-    outside = ops.logical_not(inside(extent, x.shape[2], x.shape[3]))[:, None]
-    return ops.masked_fill(x, ops.broadcast_to(outside, x.shape), 0.0)
+    return masked_fill(x, logical_not(inside(extent, x.shape[2], x.shape[3]))[:, None], 0.0)
 
 
 def nearest_source(extent_len, map_len, size):
@@ -58,9 +59,17 @@ def masked_mean(x, weights, axis):
     return (x * weights).sum(axis, keepdims=True) / weights.sum(axis, keepdims=True)
 
 
+def smallest(x):
+    """The minimum of all of x, as -max(-x): MindSpore 2.10's ONNX exporter has no ReduceMin
+    (``ops.amin``), and ``ops.min`` (ArgMinWithValue) differentiates into InplaceScatterSrc, which
+    only Ascend has. Negation is exact, and ReduceMax's gradient, like ReduceMin's, is shared by
+    the tied extremes."""
+    return -ops.amax(-x)
+
+
 def rank_last_outside(scores, in_extent):
     """(B,S) scores with the tokens outside the extent below every token inside it, so that a
     top-k takes them last. Finite, not -inf: the OESM multiplies the foreground score by a class
     score, whose gradient a -inf would make NaN."""
-    low = ops.amin(ops.where(in_extent, scores, float("inf")))
+    low = smallest(ops.where(in_extent, scores, float("inf")))
     return ops.where(in_extent, scores, low - ops.abs(low) - 1.0)

@@ -14,6 +14,7 @@ from mindspore.common.initializer import XavierUniform, initializer
 
 from .levels import level_starts
 from .masking import zero_masked_rows
+from .token_ops import gather_rows
 
 
 class MSDeformAttnCoreReference(nn.Cell):
@@ -29,13 +30,13 @@ class MSDeformAttnCoreReference(nn.Cell):
         bsz, _, heads, dim = value.shape
         _, nq, _, levels, points, _ = sampling_locations.shape
         grids = sampling_locations * 2.0 - 1.0
-        sampled = []
+        sampled = ()
         starts = level_starts(spatial_shapes)
         for lvl in range(levels):
             h, w = spatial_shapes[lvl]
             v = value[:, starts[lvl]:starts[lvl + 1]].transpose(0, 2, 3, 1).reshape(bsz * heads, dim, h, w)
             g = grids[:, :, :, lvl].transpose(0, 2, 1, 3, 4).reshape(bsz * heads, nq, points, 2)
-            sampled.append(ops.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+            sampled += (ops.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False),)
         stacked = ops.stack(sampled, -2).reshape(bsz * heads, dim, nq, levels * points)
         weights = attention_weights.transpose(0, 2, 1, 3, 4).reshape(bsz * heads, 1, nq, levels * points)
         out = (stacked * weights).sum(-1).reshape(bsz, heads * dim, nq)
@@ -71,19 +72,20 @@ class MSDeformAttnCoreGather(nn.Cell):
         y = sampling_locations[..., 1] * h - 0.5
         x0, y0 = ops.floor(x), ops.floor(y)
         fx, fy = x - x0, y - y0
-        indices, weights = [], []
+        indices, weights = (), ()
         for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
             xi, yi = x0 + dx, y0 + dy
             inside = ops.logical_and(ops.logical_and(xi >= 0, xi <= w - 1), ops.logical_and(yi >= 0, yi <= h - 1))
             corner = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy)
-            weights.append(ops.where(inside, corner * attention_weights, 0.0))
-            flat = starts.reshape(shape) + (ops.clamp(yi, 0.0, None) * w + ops.clamp(xi, 0.0, None)).astype(ms.int32)
-            indices.append(ops.where(inside, flat, 0))
+            weights += (ops.where(inside, corner * attention_weights, 0.0),)
+            # maximum, not a clamp without an upper bound: MindSpore 2.10's ONNX exporter refuses that
+            flat = starts.reshape(shape) + (ops.maximum(yi, 0.0) * w + ops.maximum(xi, 0.0)).astype(ms.int32)
+            indices += (ops.where(inside, flat, 0),)
         # (B,Q,M,L,P,4) -> (B*M, Q*L*P*4): one gather per head over its value rows
         idx = ops.stack(indices, -1).transpose(0, 2, 1, 3, 4, 5).reshape(bsz * heads, nq * levels * points * 4)
         wts = ops.stack(weights, -1).transpose(0, 2, 1, 3, 4, 5).reshape(bsz * heads, nq, levels * points * 4, 1)
         v = value.transpose(0, 2, 1, 3).reshape(bsz * heads, -1, dim)
-        sampled = ops.gather(v, idx, 1, 1).reshape(bsz * heads, nq, levels * points * 4, dim)
+        sampled = gather_rows(v, idx).reshape(bsz * heads, nq, levels * points * 4, dim)
         out = (sampled * wts).sum(2).reshape(bsz, heads, nq, dim)
         return out.transpose(0, 2, 1, 3).reshape(bsz, nq, heads * dim)
 

@@ -41,14 +41,44 @@ def concat(tensors, axis=0):
     return _CONCAT[axis](tuple(tensors))
 
 
-class GELU(nn.Cell):
-    """Exact (erf) GELU, torch's default: x * Phi(x); d/dx = Phi(x) + x * phi(x)."""
+# erf(x) ~ x P(x^2) / Q(x^2) on [-4, 4] (erf(4) = 1 - 1.5e-8): the float32 rational function
+# of Eigen and XLA; max abs error 4.4e-7 against scipy's float64 erf on a 2e6-point grid of [-6, 6]
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+          -1.42647390514189e-02)
 
-    def __init__(self):
+
+def rational_erf(x):
+    """erf in additions, multiplications, one division and a clamp: MindSpore 2.10's ONNX exporter
+    has no Erf (and its GeLU is the tanh approximation)."""
+    x = ops.clamp(x, -4.0, 4.0)
+    square = x * x
+    numerator = _ERF_P[0]
+    for c in _ERF_P[1:]:
+        numerator = numerator * square + c
+    denominator = _ERF_Q[0]
+    for c in _ERF_Q[1:]:
+        denominator = denominator * square + c
+    return x * numerator / denominator
+
+
+class GELU(nn.Cell):
+    """Exact (erf) GELU, torch's default: x * Phi(x); d/dx = Phi(x) + x * phi(x).
+
+    ``erf``: 'native' (MindSpore's Erf, the default) or 'rational' (``rational_erf``, for the ONNX
+    export: ``kernels.gelu``)."""
+
+    def __init__(self, erf="native"):
         super().__init__()
+        if erf not in ("native", "rational"):
+            raise ValueError(f"kernels.gelu: unknown erf {erf!r} (native | rational)")
+        self.rational = erf == "rational"
         self.gelu = nn.GELU(approximate=False)
 
     def construct(self, x):
+        if self.rational:
+            return 0.5 * x * (1.0 + rational_erf(x * (1.0 / math.sqrt(2.0))))
         return self.gelu(x)
 
     def bprop(self, x, out, dout):

@@ -6,12 +6,21 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from .masking import logical_not
 from .portable_backward import concat
 
 
 def _inverse_frequencies(num_feats, temperature):
     k = np.arange(num_feats, dtype=np.float32)
     return np.float32(temperature) ** (np.float32(2.0) * np.floor(k / np.float32(2.0)) / np.float32(num_feats))
+
+
+def _inclusive_prefix(n):
+    """(n, n) float32 U, U[j, i] = 1 where j <= i: a 0/1 map times U is its running count along
+    the last axis, exactly (sums of integers below 2**24). A matmul instead of ``ops.cumsum``:
+    MindSpore 2.10's ONNX exporter has no CumSum."""
+    idx = ops.arange(n, dtype=ms.int32)
+    return (idx[:, None] <= idx[None, :]).astype(ms.float32)
 
 
 def _interleaved_sin_cos(x, dim_t, even):
@@ -38,9 +47,9 @@ class PositionEmbeddingSine(nn.Cell):
         self.even = Tensor(np.arange(num_pos_feats) % 2 == 0)
 
     def construct(self, mask):
-        not_mask = ops.logical_not(mask).astype(ms.float32)
-        y_embed = ops.cumsum(not_mask, 1)
-        x_embed = ops.cumsum(not_mask, 2)
+        not_mask = logical_not(mask).astype(ms.float32)
+        y_embed = ops.matmul(_inclusive_prefix(mask.shape[1]).T, not_mask)  # running counts down the rows
+        x_embed = ops.matmul(not_mask, _inclusive_prefix(mask.shape[2]))  # and along each row
         if self.normalize:
             y_embed = (y_embed + self.offset) / (y_embed[:, -1:, :] + self.eps) * self.scale
             x_embed = (x_embed + self.offset) / (x_embed[:, :, -1:] + self.eps) * self.scale
@@ -61,5 +70,5 @@ class BoxSineEmbedding(nn.Cell):
 
     def construct(self, pos):
         emb = _interleaved_sin_cos(pos * self.scale, self.dim_t, self.even)  # (..., n, F)
-        parts = ops.unbind(emb, -2)
-        return concat((parts[1], parts[0]) + tuple(parts[2:]), -1)
+        parts = [emb[..., i, :] for i in range(emb.shape[-2])]  # slices: no ``Unstack`` in the ONNX exporter
+        return concat([parts[1], parts[0]] + parts[2:], -1)

@@ -1,17 +1,26 @@
 """Sparse token gather/scatter used by the Focus-DETR encoder.
 
-``build_token_ops`` is the dispatch point; the reference versions here use
-``ops.gather(batch_dims=1)`` and ``ops.tensor_scatter_update`` (both differentiable).
+``build_token_ops`` is the dispatch point; the reference versions here use ``gather_rows`` and
+``ops.tensor_scatter_update`` (both differentiable).
 """
 import mindspore as ms
 from mindspore import nn, ops
+
+
+def gather_rows(x, idx):
+    """x (B,S,...), idx (B,K) int -> (B,K,...), out[b,k] = x[b, idx[b,k]]: one gather from the
+    batch flattened to B*S rows. Not ``ops.gather(x, idx, 1, batch_dims=1)``: MindSpore 2.10's ONNX
+    exporter drops ``batch_dims`` (the Gather it writes takes every image's rows for every image)."""
+    bsz, rows = x.shape[0], x.shape[1]
+    offsets = ops.arange(bsz, dtype=idx.dtype).reshape((bsz,) + (1,) * (idx.ndim - 1)) * rows
+    return ops.gather(x.reshape((bsz * rows,) + x.shape[2:]), idx + offsets, 0)
 
 
 class RowGatherReference(nn.Cell):
     """x (B,S,C), idx (B,K) int -> (B,K,C) with out[b,k] = x[b, idx[b,k]]."""
 
     def construct(self, x, idx):
-        return ops.gather(x, idx, 1, 1)
+        return gather_rows(x, idx)
 
 
 class RowScatterReference(nn.Cell):
@@ -31,7 +40,7 @@ class RowScatterReference(nn.Cell):
         keep = ops.arange(k, dtype=ms.int32)[None, :] < count.astype(ms.int32)[:, None]
         rows = ops.where(keep[..., None], rows, self.gather(x, idx))
         batch = ops.broadcast_to(ops.arange(bsz, dtype=idx.dtype)[:, None], (bsz, k))
-        return ops.tensor_scatter_update(x, ops.stack([batch, idx], -1), rows)
+        return ops.tensor_scatter_update(x, ops.stack((batch, idx), -1), rows)
 
 
 def build_token_ops(impl="reference"):

@@ -78,16 +78,16 @@ class DINODecoder(nn.Cell):
         feed the query positions, as the official model sees them."""
         ratios = concat([valid_ratios, valid_ratios], -1)[:, None]  # (B,1,L,4)
         pos_ratios = concat([extent_ratios[:, 0], extent_ratios[:, 0]], -1)[:, None]  # (B,1,4), level 0
-        hidden = []
-        references = []
+        hidden = ()
+        references = ()
         for lid, layer in enumerate(self.layers):
             ref_input = reference[:, :, None] * ratios  # (B,Q,L,4)
             query_pos = self.ref_point_head(self.box_sine(reference * pos_ratios))
             query = layer(query, query_pos, attn_mask, memory, memory_mask, ref_input, spatial_shapes)
             new_reference = ops.sigmoid(self.bbox_embed[lid](query) + inverse_sigmoid(reference))
             reference = ops.stop_gradient(new_reference)
-            hidden.append(self.norm(query))
-            references.append(new_reference)
+            hidden += (self.norm(query),)
+            references += (new_reference,)
         return ops.stack(hidden), ops.stack(references)
 
     def recompute_blocks(self):
@@ -100,10 +100,10 @@ class DINODecoder(nn.Cell):
     def predict(self, hidden, init_reference, references):
         """Per-layer heads: logits_k = class_embed[k](h_k), boxes_k = sigmoid(bbox_embed[k](h_k) +
         inverse_sigmoid(ref_{k-1})) with ref_{-1} the (detached) initial reference."""
-        logits = []
-        boxes = []
+        logits = ()
+        boxes = ()
         for lid in range(self.num_layers):
             prev = init_reference if lid == 0 else references[lid - 1]
-            logits.append(self.class_embed[lid](hidden[lid]))
-            boxes.append(ops.sigmoid(self.bbox_embed[lid](hidden[lid]) + inverse_sigmoid(prev)))
+            logits += (self.class_embed[lid](hidden[lid]),)
+            boxes += (ops.sigmoid(self.bbox_embed[lid](hidden[lid]) + inverse_sigmoid(prev)),)
         return ops.stack(logits), ops.stack(boxes)

@@ -1,7 +1,7 @@
 """The Focus-DETR encoder: a cascade of dual-attention layers over shrinking token sets."""
 from mindspore import nn, ops
 
-from ..layers.token_ops import build_token_ops
+from ..layers.token_ops import build_token_ops, gather_rows
 from .encoder_layer import FocusEncoderLayer
 from .token_selector import FOCUS_TOKENS, FOREGROUND_INDS, LAYER_K, LAYER_ROWS, SELECTION_SCORES
 
@@ -47,7 +47,7 @@ class FocusEncoder(nn.Cell):
             query = self.row_gather(output, idx)
             query_pos = self.row_gather(pos, idx)
             ref = self.row_gather(ref_flat, idx).reshape(bsz, rows, levels, 2)
-            fg = ops.gather(selection[SELECTION_SCORES], idx, 1, 1)
+            fg = gather_rows(selection[SELECTION_SCORES], idx)
             # multi-category score: raw max class logit of the shared two-stage head (class_embed[6])
             class_max = ops.amax(class_head(query), -1)
             updated, mc_score, sel = layer(query, query_pos, fg, class_max, layer_k[:, lid], src,
@@ -55,7 +55,7 @@ class FocusEncoder(nn.Cell):
             count = ops.minimum(focus_token_nums, layer_k[:, lid])
             output = self.row_scatter(output, idx, updated, count)
             if self.capture:  # LAYER_CAPTURE
-                captured += (idx, class_max, fg, mc_score, sel, ops.gather(idx, sel, 1, 1), updated)
+                captured += (idx, class_max, fg, mc_score, sel, gather_rows(idx, sel), updated)
         return output, captured
 
     def capture_names(self):

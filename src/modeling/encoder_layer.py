@@ -4,6 +4,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.attention import MultiheadAttention
+from ..layers.masking import logical_not
 from ..layers.mlp import FFN
 from ..layers.ms_deform_attn import MultiScaleDeformableAttention
 from ..layers.token_ops import build_token_ops
@@ -49,7 +50,7 @@ class FocusEncoderLayer(nn.Cell):
         tgt = self.row_gather(query, sel)
         tgt_pos = tgt + self.row_gather(query_pos, sel)
         tgt = self.norm2(tgt + self.attentions[0](tgt_pos, tgt_pos, tgt,
-                                                  key_padding_mask=ops.logical_not(key_valid)))
+                                                  key_padding_mask=logical_not(key_valid)))
         query = self.row_scatter(query, sel, tgt, key_valid.astype(ms.int32).sum(-1))
         query = self.attentions[1](query, query_pos, value, value_mask, reference_points, spatial_shapes)
         query = self.norms[1](self.ffns[0](self.norms[0](query)))

@@ -5,6 +5,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from ..layers.extent import downsampled, extent_of, inside, nearest_source
+from ..layers.masking import logical_not
 from ..layers.position_embedding import PositionEmbeddingSine
 from .neck import ChannelMapper
 
@@ -99,7 +100,7 @@ class FocusDETR(nn.Cell):
             rows = nearest_source(extent[:, 0], cells[:, 0], f.shape[2]) >= sizes[:, 0, None]
             cols = nearest_source(extent[:, 1], cells[:, 1], f.shape[3]) >= sizes[:, 1, None]
             padded = ops.logical_or(rows[:, :, None], cols[:, None, :])
-            masks += (ops.logical_or(padded, ops.logical_not(inside(cells, f.shape[2], f.shape[3]))),)
+            masks += (ops.logical_or(padded, logical_not(inside(cells, f.shape[2], f.shape[3]))),)
         return masks
 
     def construct(self, images, image_sizes, denoising=None, topk_override=None):

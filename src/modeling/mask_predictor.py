@@ -12,22 +12,22 @@ class MaskPredictor(nn.Cell):
     z = GELU(Linear(LayerNorm(x))); [z_local, mean_N(z_global)] -> 3-layer GELU MLP -> 1.
     GELU is the exact (erf) one, as torch's default. The mean includes padded tokens (as
     official) but not tokens outside the official extent of a larger canvas: ``in_extent``
-    (B,N,1) float 0/1, or None when the canvas is the extent.
+    (B,N,1) float 0/1, or None when the canvas is the extent. ``gelu_impl``: ``GELU``'s erf.
     """
 
-    def __init__(self, in_dim=256, h_dim=256):
+    def __init__(self, in_dim=256, h_dim=256, gelu_impl="native"):
         super().__init__()
         self.h_dim = h_dim
         self.layer1 = nn.SequentialCell([
             nn.LayerNorm((in_dim,), epsilon=1e-5),
             nn.Dense(in_dim, h_dim),
-            GELU(),
+            GELU(gelu_impl),
         ])
         self.layer2 = nn.SequentialCell([
             nn.Dense(h_dim, h_dim // 2),
-            GELU(),
+            GELU(gelu_impl),
             nn.Dense(h_dim // 2, h_dim // 4),
-            GELU(),
+            GELU(gelu_impl),
             nn.Dense(h_dim // 4, 1),
         ])
 

@@ -3,6 +3,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.box_ops import box_cxcywh_to_xyxy
+from ..layers.token_ops import gather_rows
 
 
 class PostProcess(nn.Cell):
@@ -25,7 +26,7 @@ class PostProcess(nn.Cell):
         scores, idx = ops.topk(prob, self.num_select, dim=1)
         query = ops.floor_divide(idx, num_classes)
         labels = idx - query * num_classes
-        xyxy = box_cxcywh_to_xyxy(ops.gather(boxes, query, 1, 1))
+        xyxy = box_cxcywh_to_xyxy(gather_rows(boxes, query))
         in_h = image_sizes[:, 0:1].astype(ms.float32)
         in_w = image_sizes[:, 1:2].astype(ms.float32)
         out_h = orig_sizes[:, 0:1].astype(ms.float32)
@@ -34,6 +35,6 @@ class PostProcess(nn.Cell):
         y = xyxy[..., 1::2] * in_h[..., None] * (out_h / in_h)[..., None]
         x = ops.minimum(ops.maximum(x, 0.0), out_w[..., None])
         y = ops.minimum(ops.maximum(y, 0.0), out_h[..., None])
-        xyxy = ops.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
+        xyxy = ops.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), -1)
         keep = ops.logical_and(xyxy[..., 2] > xyxy[..., 0], xyxy[..., 3] > xyxy[..., 1])
         return scores, labels, xyxy, keep, idx

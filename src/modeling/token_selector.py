@@ -13,9 +13,11 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from ..layers.extent import rank_last_outside
+from ..layers.extent import rank_last_outside, smallest
 from ..layers.levels import level_starts
+from ..layers.masking import logical_not
 from ..layers.portable_backward import concat
+from ..layers.token_ops import gather_rows
 from .mask_predictor import MaskPredictor
 
 # The selector's result is one tuple whose positions are named here. Not a NamedTuple: graph mode
@@ -59,7 +61,7 @@ def resize_aligned(x, in_cells, out_cells, out_hw):
 
     def pick(rows, cols):
         index = (rows[:, :, None] * in_w + cols[:, None, :]).reshape(bsz, -1)
-        return ops.gather(flat, index, 1, 1).reshape(bsz, height, width)
+        return gather_rows(flat, index).reshape(bsz, height, width)
 
     wr = wr[:, :, None]
     wc = wc[:, None, :]
@@ -70,13 +72,13 @@ def resize_aligned(x, in_cells, out_cells, out_hw):
 
 class ForegroundTokenSelector(nn.Cell):
     def __init__(self, embed_dim=256, num_levels=4, focus_rho=0.5,
-                 cascade=(1.0, 0.8, 0.6, 0.6, 0.4, 0.2)):
+                 cascade=(1.0, 0.8, 0.6, 0.6, 0.4, 0.2), gelu_impl="native"):
         super().__init__()
         self.num_levels = num_levels
         self.focus_rho = np.float32(focus_rho)
         self.cascade_np = np.asarray(cascade, np.float32)
         self.cascade = Tensor(self.cascade_np)
-        self.mask_predictor = MaskPredictor(embed_dim, embed_dim)
+        self.mask_predictor = MaskPredictor(embed_dim, embed_dim, gelu_impl)
         self.alpha = Parameter(Tensor(np.random.uniform(-0.3, 0.3, num_levels - 1).astype(np.float32)))
 
     def layer_rows(self, num_tokens):
@@ -118,8 +120,8 @@ class ForegroundTokenSelector(nn.Cell):
         raw = concat([s.reshape(bsz, -1, 1) for s in per_level], 1)
         scores = raw.squeeze(-1)
         if in_extent is None:
-            return raw, ops.where(mask_flatten, ops.amin(raw), scores)
-        low = ops.amin(ops.where(in_extent, scores, float("inf")))
+            return raw, ops.where(mask_flatten, smallest(raw), scores)
+        low = smallest(ops.where(in_extent, scores, float("inf")))
         return raw, rank_last_outside(ops.where(mask_flatten, low, scores), in_extent)
 
     def budget(self, mask_flatten, per_image=False):
@@ -127,7 +129,7 @@ class ForegroundTokenSelector(nn.Cell):
         k_l = trunc(float32(c_l) * F) as (B,L) int32, F the batch maximum of focus_token_nums
         (one batch of the official model) or, with ``per_image``, each image's own (each image
         its own batch, as the official inference)."""
-        valid = ops.logical_not(mask_flatten).astype(ms.float32).sum(-1)
+        valid = logical_not(mask_flatten).astype(ms.float32).sum(-1)
         focus = ops.floor(valid * self.focus_rho).astype(ms.int32) + 1
         top = focus if per_image else ops.broadcast_to(ops.amax(focus), focus.shape)
         layer_k = ops.floor(self.cascade[None, :] * top.astype(ms.float32)[:, None]).astype(ms.int32)

@@ -7,8 +7,9 @@ from mindspore.common.initializer import Normal, XavierUniform, initializer
 
 from ..layers.extent import inside, rank_last_outside
 from ..layers.levels import flatten_levels, level_starts
-from ..layers.masking import zero_masked_rows
+from ..layers.masking import logical_not, zero_masked_rows
 from ..layers.portable_backward import concat
+from ..layers.token_ops import gather_rows
 from .decoder import DINODecoder
 from .encoder import FocusEncoder
 from .token_selector import FOCUS_TOKENS, LAYER_K, RAW_SCORES, SELECTION_SCORES, VALID_TOKENS, ForegroundTokenSelector
@@ -17,14 +18,14 @@ from .token_selector import FOCUS_TOKENS, LAYER_K, RAW_SCORES, SELECTION_SCORES,
 def valid_ratios_of(masks, extents=None):
     """(B,L,2) [valid_w/w, valid_h/h] per level from row 0 and column 0 of each mask, over the
     level's map size (h, w), or over its official extent ``extents[l]`` (B,2) when given."""
-    ratios = []
+    ratios = ()
     for lvl, m in enumerate(masks):
-        not_m = ops.logical_not(m).astype(ms.float32)
+        not_m = logical_not(m).astype(ms.float32)
         if extents is None:
             height, width = m.shape[1], m.shape[2]
         else:
             height, width = extents[lvl][:, 0].astype(ms.float32), extents[lvl][:, 1].astype(ms.float32)
-        ratios.append(ops.stack([not_m[:, 0, :].sum(1) / width, not_m[:, :, 0].sum(1) / height], -1))
+        ratios += (ops.stack((not_m[:, 0, :].sum(1) / width, not_m[:, :, 0].sum(1) / height), -1),)
     return ops.stack(ratios, 1)
 
 
@@ -37,12 +38,12 @@ def pixel_grid(h, w):
 
 def encoder_reference_points(spatial_shapes, valid_ratios):
     """(B,S,L,2) normalized (x,y) of every token's centre, rescaled to each level's valid area."""
-    refs = []
+    refs = ()
     for lvl, (h, w) in enumerate(spatial_shapes):
         xs, ys = pixel_grid(h, w)
         ref_y = (ys + 0.5) / (valid_ratios[:, None, lvl, 1] * h)
         ref_x = (xs + 0.5) / (valid_ratios[:, None, lvl, 0] * w)
-        refs.append(ops.stack([ref_x, ref_y], -1))
+        refs += (ops.stack((ref_x, ref_y), -1),)
     return concat(refs, 1)[:, :, None] * valid_ratios[:, None]
 
 
@@ -60,14 +61,14 @@ class FocusDETRTransformer(nn.Cell):
     def __init__(self, embed_dim=256, num_heads=8, ffn_dim=2048, num_levels=4, num_points=4,
                  num_encoder_layers=6, num_decoder_layers=6, num_queries=900, num_classes=80,
                  focus_rho=0.5, cascade=(1.0, 0.8, 0.6, 0.6, 0.4, 0.2), topk_sa=300,
-                 msda_impl="reference", token_ops_impl="reference"):
+                 msda_impl="reference", token_ops_impl="reference", gelu_impl="native"):
         super().__init__()
         if len(cascade) != num_encoder_layers:
             raise ValueError(f"the cascade has {len(cascade)} ratios for {num_encoder_layers} encoder layers: "
                              "give one keep ratio per encoder layer (model.cascade, model.num_encoder_layers)")
         self.num_levels = num_levels
         self.num_queries = num_queries
-        self.token_selector = ForegroundTokenSelector(embed_dim, num_levels, focus_rho, cascade)
+        self.token_selector = ForegroundTokenSelector(embed_dim, num_levels, focus_rho, cascade, gelu_impl)
         self.encoder = FocusEncoder(num_encoder_layers, embed_dim, num_heads, ffn_dim, num_levels,
                                     num_points, topk_sa, msda_impl, token_ops_impl)
         self.decoder = DINODecoder(num_decoder_layers, embed_dim, num_heads, ffn_dim, num_levels,
@@ -87,20 +88,22 @@ class FocusDETRTransformer(nn.Cell):
         """Per-token anchor ((j+.5)/W_valid, (i+.5)/H_valid, .05*2^l, .05*2^l) in logit space, +inf
         where padded or where any coordinate is outside (0.01, 0.99); and that invalid mask."""
         bsz = mask_flatten.shape[0]
-        props = []
+        props = ()
         starts = level_starts(spatial_shapes)
         for lvl, (h, w) in enumerate(spatial_shapes):
-            not_m = ops.logical_not(mask_flatten[:, starts[lvl]:starts[lvl + 1]].reshape(bsz, h, w)).astype(ms.float32)
+            not_m = logical_not(mask_flatten[:, starts[lvl]:starts[lvl + 1]].reshape(bsz, h, w)).astype(ms.float32)
             valid_h = not_m[:, :, 0].sum(1).reshape(bsz, 1)
             valid_w = not_m[:, 0, :].sum(1).reshape(bsz, 1)
             xs, ys = pixel_grid(h, w)
             cx = (xs + 0.5) / valid_w
             cy = (ys + 0.5) / valid_h
             wh = ops.ones_like(cx) * 0.05 * (2.0 ** lvl)
-            props.append(ops.stack([cx, cy, wh, wh], -1))
+            props += (ops.stack((cx, cy, wh, wh), -1),)
         props = concat(props, 1)
-        valid = ops.logical_and(props > 0.01, props < 0.99).all(-1)
-        invalid = ops.logical_or(mask_flatten, ops.logical_not(valid))
+        # a coordinate outside (0.01, 0.99) as a max of 0/1 values, not .all(-1): MindSpore 2.10's ONNX
+        # exporter dies on ReduceAll (a segmentation fault)
+        outside = logical_not(ops.logical_and(props > 0.01, props < 0.99)).astype(ms.float32)
+        invalid = ops.logical_or(mask_flatten, ops.amax(outside, -1) > 0.5)
         unact = ops.where(invalid[..., None], float("inf"), ops.log(props / (1 - props)))
         return unact, invalid
 
@@ -145,9 +148,9 @@ class FocusDETRTransformer(nn.Cell):
             class_score = rank_last_outside(class_score, in_extent)
         _, own_topk = ops.topk(class_score, self.num_queries, dim=1)
         topk_inds = own_topk if topk_override is None else topk_override.astype(own_topk.dtype)
-        topk_coords_unact = ops.gather(enc_coord_unact, topk_inds, 1, 1)
+        topk_coords_unact = gather_rows(enc_coord_unact, topk_inds)
         reference = ops.sigmoid(ops.stop_gradient(topk_coords_unact))
-        target_unact = ops.gather(output_memory, topk_inds, 1, 1)
+        target_unact = gather_rows(output_memory, topk_inds)
         query = ops.broadcast_to(self.tgt_embed.embedding_table[None], (bsz,) + self.tgt_embed.embedding_table.shape)
         if dn_query is not None:
             query = concat([dn_query, query], 1)

@@ -19,6 +19,24 @@ from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
 from mindspore import Parameter, Tensor, nn, ops
 
 from ...layers.extent import downsampled, keep_inside
+from ...layers.portable_backward import concat
+
+
+class StemMaxPool(nn.Cell):
+    """3x3 max pool, stride 2, padding 1, the border counting as -inf (torch's), written as -inf
+    columns and rows concatenated around the map and an unpadded pool: MindSpore 2.10's padded
+    ``nn.MaxPool2d`` is a MaxPool3DWithArgmax, which its ONNX exporter cannot convert."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")
+
+    def construct(self, x):
+        b, c, h, w = x.shape
+        column = ops.full((b, c, h, 1), float("-inf"), dtype=x.dtype)
+        x = concat((column, x, column), 3)
+        row = ops.full((b, c, 1, w + 2), float("-inf"), dtype=x.dtype)
+        return self.pool(concat((row, x, row), 2))
 
 
 class FrozenBatchNorm2d(nn.Cell):
@@ -97,7 +115,7 @@ class ResNetBackbone(ResNet):
         block, layers = _DEPTHS[depth]
         super().__init__(block, layers, norm=_NORMS[norm])
         self.trainable_norm = norm == "bn"
-        self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        self.max_pool = StemMaxPool()
         del self.pool
         del self.classifier
         self.out_channels = tuple(c * block.expansion for c in (128, 256, 512))

@@ -96,11 +96,20 @@ def _dense(in_dim, out_dim, has_bias=True):
                     has_bias=has_bias)
 
 
-def _pad_hw(x, pad_b, pad_r):
-    """Zero-pad a (B, H, W, C) map at the bottom and right (sizes are Python ints)."""
-    if pad_b > 0 or pad_r > 0:
-        x = ops.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+def _pad_bottom_right(x, pad_b, pad_r, h_axis):
+    """Zero rows appended along ``h_axis`` and zero columns along the next axis (sizes are Python
+    ints). Concatenation, not ``ops.pad``: MindSpore 2.10's ONNX exporter has no PadV3."""
+    if pad_b > 0:
+        x = concat((x, ops.full(x.shape[:h_axis] + (pad_b,) + x.shape[h_axis + 1:], 0.0, dtype=x.dtype)), h_axis)
+    if pad_r > 0:
+        x = concat((x, ops.full(x.shape[:h_axis + 1] + (pad_r,) + x.shape[h_axis + 2:], 0.0, dtype=x.dtype)),
+                   h_axis + 1)
     return x
+
+
+def _pad_hw(x, pad_b, pad_r):
+    """Zero-pad a (B, H, W, C) map at the bottom and right."""
+    return _pad_bottom_right(x, pad_b, pad_r, 1)
 
 
 def _roll_hw(x, shift):
@@ -114,10 +123,10 @@ def _roll_hw(x, shift):
 class Mlp(nn.Cell):
     """fc1 -> exact (erf) GELU -> fc2 (dropout 0 in every official config)."""
 
-    def __init__(self, dim, hidden_dim):
+    def __init__(self, dim, hidden_dim, gelu_impl="native"):
         super().__init__()
         self.fc1 = _dense(dim, hidden_dim)
-        self.act = GELU()
+        self.act = GELU(gelu_impl)
         self.fc2 = _dense(hidden_dim, dim)
 
     def construct(self, x):
@@ -166,7 +175,7 @@ class SwinTransformerBlock(nn.Cell):
     """LN -> (shifted) window attention -> residual; LN -> MLP -> residual, on (B, H, W, C)."""
 
     def __init__(self, dim, num_heads, window_size=7, shift_size=0, mlp_ratio=4.0,
-                 qkv_bias=True, drop_path=0.0):
+                 qkv_bias=True, drop_path=0.0, gelu_impl="native"):
         super().__init__()
         if not 0 <= shift_size < window_size:
             raise ValueError("shift_size must be in [0, window_size)")
@@ -177,7 +186,7 @@ class SwinTransformerBlock(nn.Cell):
         self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias)
         self.drop_path = DropPath(drop_path)
         self.norm2 = _layer_norm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), gelu_impl)
 
     def construct(self, x):
         b, h, w, c = x.shape
@@ -230,12 +239,13 @@ class BasicLayer(nn.Cell):
     patch merging. Returns (stage output, input of the next stage)."""
 
     def __init__(self, dim, depth, num_heads, window_size=7, mlp_ratio=4.0, qkv_bias=True,
-                 drop_path=(), downsample=True):
+                 drop_path=(), downsample=True, gelu_impl="native"):
         super().__init__()
         self.blocks = nn.CellList([
             SwinTransformerBlock(dim, num_heads, window_size,
                                  shift_size=0 if i % 2 == 0 else window_size // 2,
-                                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=drop_path[i])
+                                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=drop_path[i],
+                                 gelu_impl=gelu_impl)
             for i in range(depth)])
         self.has_downsample = downsample
         if downsample:
@@ -266,9 +276,7 @@ class PatchEmbed(nn.Cell):
         h, w = x.shape[2], x.shape[3]
         p = self.patch_size
         pad_b, pad_r = (p - h % p) % p, (p - w % p) % p
-        if pad_b > 0 or pad_r > 0:
-            x = ops.pad(x, (0, pad_r, 0, pad_b))
-        x = self.proj(x).transpose(0, 2, 3, 1)
+        x = self.proj(_pad_bottom_right(x, pad_b, pad_r, 2)).transpose(0, 2, 3, 1)
         if self.has_norm:
             x = self.norm(x)
         return x
@@ -289,7 +297,7 @@ class SwinBackbone(nn.Cell):
     def __init__(self, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
                  mlp_ratio=4.0, drop_path_rate=0.2, out_indices=(1, 2, 3), patch_size=4,
                  pretrain_img_size=224, in_chans=3, qkv_bias=True, patch_norm=True, ape=False,
-                 drop_rate=0.0, attn_drop_rate=0.0, frozen_stages=-1):
+                 drop_rate=0.0, attn_drop_rate=0.0, frozen_stages=-1, gelu_impl="native"):
         super().__init__()
         if ape:
             raise NotImplementedError("absolute position embedding (ape=True) is not used by any "
@@ -324,7 +332,7 @@ class SwinBackbone(nn.Cell):
             start = sum(depths[:i])
             layers.append(BasicLayer(
                 self.num_features[i], depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias,
-                drop_path=dpr[start:start + depths[i]], downsample=i < num_layers - 1))
+                drop_path=dpr[start:start + depths[i]], downsample=i < num_layers - 1, gelu_impl=gelu_impl))
         self.layers = nn.CellList(layers)
         for i in self.out_indices:
             setattr(self, f"norm{i}", _layer_norm(self.num_features[i]))
