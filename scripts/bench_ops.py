@@ -1,7 +1,7 @@
 """Benchmark the custom CPU kernels against the pure-MindSpore implementations, and our
 deformable-attention block against the same block in PyTorch, side by side in one run.
 
-    python scripts/bench_ops.py [--mode graph|pynative] [--repeat 3] [--scale 1.0] [--ops msda ...]
+    python scripts/bench_ops.py [--mode graph|pynative] [--rounds 3] [--repeat 3] [--scale 1.0] [--ops msda ...]
         [--skip gather] [--force]
 
 * ``msda`` (encoder): the sampling core at the R50 800x1333 encoder shapes (levels 100x167,
@@ -30,10 +30,15 @@ input, and for the block's parameters); for the row ops, the forward and the bac
 given output gradient (the gradients of x and rows), because a loss on the (B,S,C) output
 would add its own full-size multiply and gradient to both sides.
 ``--scale`` shrinks the token and query counts (map sides by sqrt(scale)) for a quick run.
+The whole comparison runs ``--rounds`` times, each round every implementation once in the same
+order; a speed-up is taken within each round (the two sides minutes apart at most, so a machine
+that slows down for a while moves both) and reported as the median over the rounds with its range:
+one run of a single round moved the row gather's ratio between 2.9x and 6.0x on different days.
 The last line is machine-readable:
-    bench_ops: msda_speedup=<x> msda_speedup_vs_gather=<x> gather_speedup=<x> scatter_speedup=<x> vs_torch=<r>
+    bench_ops: rounds=<n> msda_speedup=<x>[<min>-<max>] msda_speedup_vs_gather=<x>[..] gather_speedup=<x>[..]
+        scatter_speedup=<x>[..] vs_torch=<r>[..]
 (x = reference (or gather) forward+backward median wall time over the kernel's; r = our block's
-forward+backward time over PyTorch's; na = not measured)
+forward+backward time over PyTorch's; median over the rounds, [range]; na = not measured)
 """
 import argparse
 import json
@@ -431,6 +436,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("graph", "pynative"), default="graph")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="times the whole comparison runs (ratios per round)")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 800x1333 token/query counts")
     parser.add_argument("--ops", nargs="*", default=list(OPS), choices=OPS, help="operators to run (default all)")
     parser.add_argument("--skip", nargs="*", default=[], help="implementations to skip, e.g. reference")
@@ -444,44 +450,60 @@ def main():
     from src.ops.build import library_path
     library_path()  # build outside the timed subprocesses
     mc, tc, bc = msda_setup(args.scale), token_setup(args.scale), msda_setup(args.scale, "block")
-    print(f"mode={args.mode} repeat={args.repeat} (row ops >= {ROW_OPS_MIN_REPEAT}) scale={args.scale} "
-          f"threads=OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')} cpus={os.cpu_count()}")
+    print(f"mode={args.mode} rounds={args.rounds} repeat={args.repeat} (row ops >= {ROW_OPS_MIN_REPEAT}) "
+          f"scale={args.scale} threads=OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')} "
+          f"cpus={os.cpu_count()}")
     print(f"msda: B={mc['B']} S={mc['S']} Q={mc['Q']} M={mc['M']} D={mc['D']} L={mc['L']} P={mc['P']} "
           f"levels={list(mc['shapes'])}")
     print(f"token ops: B={tc['B']} S={tc['S']} C={tc['C']} K={tc['K']} "
           "(row_gather: K rows out; row_scatter: K rows back, count=(K, K/2))")
     print(f"msda_dec: the same maps, Q={msda_setup(args.scale, 'msda_dec')['Q']} decoder queries")
     print(f"block: B={bc['B']} S=Q={bc['S']} levels={list(bc['shapes'])} embed={bc['M'] * bc['D']}")
-    results = [run_subprocess(op, impl, args) for op in OPS if op in args.ops
-               for impl in OPS[op] if impl not in args.skip]
-    by = {(r["op"], r["impl"]): r for r in results}
+    plan = [(op, impl) for op in OPS if op in args.ops for impl in OPS[op] if impl not in args.skip]
+    rounds = []  # each round runs every implementation once, in the same order: side by side
+    for k in range(args.rounds):
+        rounds.append({(op, impl): run_subprocess(op, impl, args) for op, impl in plan})
+        print(f"round {k + 1}/{args.rounds} done", flush=True)
 
-    def ratio(op, base, key):
-        a, k = by.get((op, base), {}), by.get((op, "kernel"), {})
-        return a[key] / k[key] if key in a and key in k else None
+    def ratios(op, base, key):
+        """This round-by-round ratio base / kernel of ``key`` (rounds where either failed left out)."""
+        pairs = [(r.get((op, base), {}), r.get((op, "kernel"), {})) for r in rounds]
+        return [a[key] / k[key] for a, k in pairs if key in a and key in k]
+
+    def median_of(values):
+        return statistics.median(values) if values else None
 
     print(f"\n{'op':11s} {'impl':10s} {'fwd ms':>9s} {'f+b ms':>9s} {'fwd cpu':>9s} {'f+b cpu':>9s} "
-          f"{'1st fwd':>9s} {'1st f+b':>9s} {'peak MB':>8s} {'fwd x':>6s} {'f+b x':>6s} {'cpu f+b x':>9s}")
-    for r in results:
-        if "error" in r:
-            print(f"{r['op']:11s} {r['impl']:10s} {r['error']}")
+          f"{'1st fwd':>9s} {'1st f+b':>9s} {'peak MB':>8s} {'fwd x':>6s} {'f+b x':>6s} {'f+b x range':>12s}")
+    for op, impl in plan:
+        runs = [r[(op, impl)] for r in rounds if "error" not in r[(op, impl)]]
+        if not runs:
+            print(f"{op:11s} {impl:10s} {rounds[0][(op, impl)]['error']}")
             continue
-        cells = [ratio(r["op"], r["impl"], key) for key in ("fwd", "fwd_bwd", "fwd_bwd_cpu")]
-        print(f"{r['op']:11s} {r['impl']:10s} " + " ".join(fmt(r[k]) for k in (
+        med = {key: median_of([r[key] for r in runs]) for key in runs[0] if isinstance(runs[0][key], float)}
+        fwd_x, fwd_bwd_x = (median_of(ratios(op, impl, key)) for key in ("fwd", "fwd_bwd"))
+        spread = ratios(op, impl, "fwd_bwd")
+        print(f"{op:11s} {impl:10s} " + " ".join(fmt(med[k]) for k in (
             "fwd", "fwd_bwd", "fwd_cpu", "fwd_bwd_cpu", "first_fwd", "first_fwd_bwd"))
-              + f" {r['peak_rss_mb']:8.0f} " + " ".join(f"{c:6.1f}" if c else "     -" for c in cells[:2])
-              + (f" {cells[2]:9.1f}" if cells[2] else "         -"))
-    print("(ms: median wall time; cpu: median process CPU time, all threads; 1st: first call incl. compile;\n"
-          " f+b: msda/block: value_and_grad of a weighted sum (every float input's gradient, the block's\n"
-          " parameters'); row ops: forward + backward for a given output gradient; x: this implementation\n"
-          " over the kernel)")
-    show = lambda v: f"{v:.2f}" if v else "na"  # noqa: E731
-    print(f"bench_ops: msda_speedup={show(ratio('msda', 'reference', 'fwd_bwd'))} "
-          f"msda_speedup_vs_gather={show(ratio('msda', 'gather', 'fwd_bwd'))} "
-          f"gather_speedup={show(ratio('row_gather', 'reference', 'fwd_bwd'))} "
-          f"scatter_speedup={show(ratio('row_scatter', 'reference', 'fwd_bwd'))} "
-          f"vs_torch={show(1 / ratio('block', 'torch', 'fwd_bwd') if ratio('block', 'torch', 'fwd_bwd') else None)}")
+              + f" {max(r['peak_rss_mb'] for r in runs):8.0f} "
+              + " ".join(f"{c:6.1f}" if c else "     -" for c in (fwd_x, fwd_bwd_x))
+              + (f" {min(spread):5.1f}-{max(spread):<6.1f}" if spread and impl != "kernel" else f" {'-':>12s}"))
+    print(f"(ms: median over {args.rounds} rounds of each round's median wall time; cpu: the same of the process\n"
+          " CPU time, all threads; 1st: first call incl. compile; f+b: msda/block: value_and_grad of a weighted\n"
+          " sum (every float input's gradient, the block's parameters'); row ops: forward + backward for a given\n"
+          " output gradient; x: this implementation over the kernel, taken within each round, median and range\n"
+          " over the rounds)")
 
+    def show(op, base):
+        values = ratios(op, base, "fwd_bwd")
+        if base == "torch":  # reported as ours over PyTorch's time
+            values = [1 / v for v in values]
+        return f"{median_of(values):.2f}[{min(values):.2f}-{max(values):.2f}]" if values else "na"
+    print(f"bench_ops: rounds={args.rounds} msda_speedup={show('msda', 'reference')} "
+          f"msda_speedup_vs_gather={show('msda', 'gather')} "
+          f"gather_speedup={show('row_gather', 'reference')} "
+          f"scatter_speedup={show('row_scatter', 'reference')} "
+          f"vs_torch={show('block', 'torch')}")
 
 if __name__ == "__main__":
     main()

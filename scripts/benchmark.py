@@ -4,6 +4,9 @@ graph-mode inference latency, batch 1.
     python scripts/benchmark.py --config config/focus_detr_r50_4scale_36ep.yaml \
         [--height 800 --width 1333] [--repeat 5] [--flops-only] [KEY=VALUE ...]
 
+Peak memory: the process's maximum resident set after each model's runs; Focus-DETR runs first,
+so its figure is its own, the dense model's is the larger of the two.
+
 Input: one image filling the whole H x W canvas (default 800x1333, the largest test size;
 no padding, as the official batch-1 inference). Weights are random: neither the FLOPs nor
 the latency depend on them, only on the shapes, which are static.
@@ -25,6 +28,7 @@ top-k, gathers/scatters and the post-processing. Papers (fvcore) report multiply
 "FLOPs": divide our numbers by 2 to compare.
 """
 import os
+import resource
 import statistics
 import sys
 import time
@@ -207,13 +211,15 @@ def main(argv=None):
         net = build_inference_net(cfg)
         flops, rows, tokens = model_flops(net.model, cfg.model, args.height, args.width)
         timing = None if args.flops_only else latency(net, args.height, args.width, args.repeat)
-        results[name] = (flops, rows, timing)
+        # the process's peak so far: Focus-DETR's own (it runs first), then the larger of the two
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        results[name] = (flops, rows, timing, peak_gb)
         del net
 
     print(f"\n{args.config} at {args.height}x{args.width} (canvas = image, batch 1), S = {tokens} tokens, "
           f"MindSpore {ms.__version__}, {args.mode} mode, kernels msda={focus_cfg.kernels.msda} "
           f"token_ops={focus_cfg.kernels.token_ops}, {cpu_name()} ({os.cpu_count()} cores)")
-    for name, (_, rows, _) in results.items():
+    for name, (_, rows, _, _) in results.items():
         print(f"  {name}: encoder layers update {', '.join(map(str, rows))} tokens")
     print("\nGFLOPs (2 x multiply-adds; see the docstring for what is counted)")
     print(f"| {'module':30s} | {'Focus-DETR':>10s} | {'dense':>10s} |")
@@ -230,6 +236,8 @@ def main(argv=None):
         (first_f, lat_f), (first_d, lat_d) = results["Focus-DETR"][2], results["dense encoder"][2]
         print(f"| {f'latency s (median of {args.repeat})':30s} | {lat_f:10.2f} | {lat_d:10.2f} |")
         print(f"| {'first call s (compile + run)':30s} | {first_f:10.2f} | {first_d:10.2f} |")
+        print(f"| {'peak RSS GB (process so far)':30s} | {results['Focus-DETR'][3]:10.2f} | "
+              f"{results['dense encoder'][3]:10.2f} |")
         ratios.append(f"latency {lat_f / lat_d:.3f}")
     print("\nFocus-DETR / dense: " + ", ".join(ratios))
     print(f"DINO encoder (deformable attention + FFN on all {tokens} tokens, no scoring/OESM/MCSP): "

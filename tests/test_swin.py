@@ -10,13 +10,15 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import Parameter, Tensor
+from mindspore import Parameter, Tensor, nn, ops
 
 from src.checkpoint import is_structure_key, parameter_shapes, port_name
 from src.config import load_config
 from src.modeling.backbone.swin import (
     SWIN_VARIANTS,
+    PatchMerging,
     SwinBackbone,
+    SwinTransformerBlock,
     relative_position_index,
     shifted_window_mask,
     swin_backbone,
@@ -207,6 +209,88 @@ def test_non_window_multiple_input_graph_mode():
     for a, b in zip(graph, pynative):
         assert np.all(np.isfinite(a))
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def _roll(x, shift):
+    """torch.roll(x, (shift, shift), (1, 2)) (MindSpore's Roll has no CPU kernel)."""
+    h, w = x.shape[1], x.shape[2]
+    x = ops.concat((x[:, (h - shift) % h:], x[:, :(h - shift) % h]), 1)
+    return ops.concat((x[:, :, (w - shift) % w:], x[:, :, :(w - shift) % w]), 2)
+
+
+def _pad_roll_partition(x, ws, shift):
+    """The reference's window layout in plain operators: zero-pad to whole windows, torch.roll
+    by -shift, partition."""
+    b, h, w, c = x.shape
+    hp, wp = h + (-h) % ws, w + (-w) % ws
+    x = ops.concat((x, ops.zeros((b, hp - h, w, c), x.dtype)), 1) if hp > h else x
+    x = ops.concat((x, ops.zeros((b, hp, wp - w, c), x.dtype)), 2) if wp > w else x
+    if shift:
+        x = _roll(x, -shift)
+    x = x.reshape(b, hp // ws, ws, wp // ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, ws * ws, c)
+
+
+def _reverse_roll_crop(windows, b, h, w, ws, shift):
+    c = windows.shape[-1]
+    hp, wp = h + (-h) % ws, w + (-w) % ws
+    x = windows.reshape(b, hp // ws, wp // ws, ws, ws, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
+    if shift:
+        x = _roll(x, shift)
+    return x[:, :h, :w]
+
+
+def _pad_merge(x):
+    b, h, w, c = x.shape
+    x = ops.concat((x, ops.zeros((b, h % 2, w, c), x.dtype)), 1) if h % 2 else x
+    x = ops.concat((x, ops.zeros((b, x.shape[1], w % 2, c), x.dtype)), 2) if w % 2 else x
+    h2, w2 = x.shape[1] // 2, x.shape[2] // 2
+    return x.reshape(b, h2, 2, w2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h2, w2, 4 * c)
+
+
+class _Weighted(nn.Cell):
+    """sum(weight * layout(x)) for one of the window layouts of ``block`` / ``merge``: ours (the
+    row gathers) or the reference's operations."""
+
+    def __init__(self, weight, layout, block, merge):
+        super().__init__()
+        self.weight, self.layout, self.block, self.merge = Tensor(weight), layout, block, merge
+
+    def construct(self, x):
+        if self.layout == "windows":
+            out = self.block.to_windows(x)
+        elif self.layout == "reference windows":
+            out = _pad_roll_partition(x, 7, self.block.shift_size)
+        elif self.layout == "merge":
+            out = self.merge(x)
+        else:
+            out = self.merge.reduction(self.merge.norm(_pad_merge(x)))
+        return (out * self.weight).sum()
+
+
+@pytest.mark.parametrize("size", [(9, 11), (14, 7)], ids=["padded", "whole_windows"])
+@pytest.mark.parametrize("shift", [0, 3])
+def test_window_layout_and_patch_merging_equal_the_reference_operations(mode, size, shift):
+    """The row gathers of ``to_windows``, ``from_windows`` and ``PatchMerging`` against the
+    pad / roll / 6-D transpose of the reference, batch 2, forward and backward (both are
+    permutations with zeros: equal bit for bit)."""
+    rng = np.random.default_rng(shift)
+    h, w = size
+    x = Tensor(rng.normal(size=(2, h, w, 8)).astype(np.float32))
+    block = SwinTransformerBlock(8, 2, 7, shift)
+    ours = block.to_windows(x)
+    theirs = _pad_roll_partition(x, 7, shift)
+    np.testing.assert_array_equal(ours.asnumpy(), theirs.asnumpy())
+    np.testing.assert_array_equal(block.from_windows(ours, 2, h, w).asnumpy(), x.asnumpy())
+    np.testing.assert_array_equal(block.from_windows(ours * 2.0, 2, h, w).asnumpy(),
+                                  _reverse_roll_crop(theirs * 2.0, 2, h, w, 7, shift).asnumpy())
+    merge = PatchMerging(8)
+    np.testing.assert_array_equal(merge(x).asnumpy(), merge.reduction(merge.norm(_pad_merge(x))).asnumpy())
+    for ours_name, shape in (("windows", ours.shape), ("merge", merge(x).shape)):
+        weight = rng.normal(size=shape).astype(np.float32)
+        grads = [ms.grad(_Weighted(weight, name, block, merge))(x).asnumpy()
+                 for name in (ours_name, "reference " + ours_name)]
+        np.testing.assert_array_equal(*grads, err_msg=ours_name)
 
 
 def test_drop_path_only_in_training():

@@ -278,8 +278,10 @@ def test_recompute_gives_the_same_step(tiny_data, tmp_path):
                         [p.name for p in trainer.optimizer.params]))
     (total, grads, names), (total_r, grads_r, _) = results
     assert total == pytest.approx(total_r, rel=1e-6)
+    # to float rounding at each tensor's scale: a recomputed forward calls the CPU kernels again, and
+    # their sums round by call count (README, "Distributed training"): 2e-7 on a 0.13 gradient seen
     for name, g, g_r in zip(names, grads, grads_r):
-        np.testing.assert_allclose(g_r, g, rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(g_r, g, rtol=1e-5, atol=1e-5 * np.abs(g).max(), err_msg=name)
     blocks = tiny_trainer(tiny_data, tmp_path / "blocks", ["model.backbone.norm=frozen_bn"]).model.recompute_blocks()
     bn_blocks = tiny_trainer(tiny_data, tmp_path / "bn").model.recompute_blocks()
     layers = 2 + 2  # TINY: encoder and decoder layers

@@ -31,14 +31,16 @@ class MultiheadAttention(nn.Cell):
         self.out_proj = nn.Dense(embed_dim, embed_dim)
         self.out_proj.bias.set_data(Tensor(np.zeros(embed_dim, np.float32)))
         self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.matmul_t = ops.MatMul(transpose_b=True)
 
     def _project(self, x, part):
         e = self.embed_dim
         # raw Parameters are not cast by Cell.to_float: follow the activations' dtype (float16 training)
         w = ops.cast(self.in_proj_weight[part * e:(part + 1) * e], x.dtype)
         b = ops.cast(self.in_proj_bias[part * e:(part + 1) * e], x.dtype)
-        y = ops.matmul(x, w.T) + b
         bsz, n, _ = x.shape
+        # one 2-D product and BiasAdd, as nn.Dense (a broadcast add of the bias is held in CPU graph memory)
+        y = ops.bias_add(self.matmul_t(x.reshape(bsz * n, e), w), b)
         return y.reshape(bsz, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
     def construct(self, query, key, value, attn_mask=None, key_padding_mask=None):

@@ -12,6 +12,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
+from .elementwise import divide
 from .levels import level_starts
 from .masking import zero_masked_rows
 from .token_ops import gather_rows
@@ -130,6 +131,7 @@ class MultiScaleDeformableAttention(nn.Cell):
         self.num_heads = num_heads
         self.num_levels = num_levels
         self.num_points = num_points
+        self.points = Tensor(np.float32(num_points))  # the divisor of box-relative offsets
         self.sampling_offsets = nn.Dense(embed_dim, num_heads * num_levels * num_points * 2)
         self.attention_weights = nn.Dense(embed_dim, num_heads * num_levels * num_points)
         self.value_proj = nn.Dense(embed_dim, embed_dim)
@@ -166,11 +168,15 @@ class MultiScaleDeformableAttention(nn.Cell):
         weights = ops.softmax(
             self.attention_weights(q).reshape(bsz, nq, self.num_heads, self.num_levels * self.num_points), -1
         ).reshape(bsz, nq, self.num_heads, self.num_levels, self.num_points)
+        # every operand broadcast explicitly, true division as RealDiv (src/layers/elementwise.py)
+        shape = offsets.shape
         if reference_points.shape[-1] == 2:
             normalizer = level_size_normalizer(spatial_shapes)
-            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+            locations = (ops.broadcast_to(reference_points[:, :, None, :, None, :], shape)
+                         + divide(offsets, normalizer[None, None, None, :, None, :]))
         else:
-            locations = (reference_points[:, :, None, :, None, :2]
-                         + offsets / self.num_points * reference_points[:, :, None, :, None, 2:] * 0.5)
+            scaled = divide(offsets, self.points) * ops.broadcast_to(
+                reference_points[:, :, None, :, None, 2:], shape) * 0.5
+            locations = ops.broadcast_to(reference_points[:, :, None, :, None, :2], shape) + scaled
         out = self.core(v, spatial_shapes, locations, weights)
         return query + self.output_proj(out)

@@ -3,7 +3,7 @@
 MindSpore 2.10 differentiates ``Concat`` into ``SplitWithSize`` and the exact GELU into a
 ``PowTensorScalar``; both primitives are documented for Ascend only (src/tools/op_platforms.yaml),
 so a GPU training step holding them is not one MindSpore promises to run. Here the forward is
-MindSpore's own operator (identical results) and the backward a ``bprop`` of primitives documented
+MindSpore's own operator (GELU: torch's formula of it) and the backward a ``bprop`` of primitives documented
 for every device: slices of the output gradient for ``concat`` (exact: a copy), the closed-form
 derivative of GELU with ``x * x`` for the square (equal to MindSpore's own to float rounding,
 tests/test_layers.py). The portability check (src/tools/portability.py) finds any that are left.
@@ -73,13 +73,13 @@ class GELU(nn.Cell):
         super().__init__()
         if erf not in ("native", "rational"):
             raise ValueError(f"kernels.gelu: unknown erf {erf!r} (native | rational)")
-        self.rational = erf == "rational"
-        self.gelu = nn.GELU(approximate=False)
+        self.erf = rational_erf if erf == "rational" else ops.erf
 
     def construct(self, x):
-        if self.rational:
-            return 0.5 * x * (1.0 + rational_erf(x * (1.0 / math.sqrt(2.0))))
-        return self.gelu(x)
+        # torch's formula, x * 0.5 * (1 + erf(x * sqrt(1/2))); MindSpore's own divides by sqrt(2),
+        # and in CPU graph mode a Div's output stays allocated until the graph ends (README,
+        # "Graph-mode memory on CPU")
+        return x * 0.5 * (1.0 + self.erf(x * (1.0 / math.sqrt(2.0))))
 
     def bprop(self, x, out, dout):
         cdf = 0.5 * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))

@@ -6,13 +6,16 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from .elementwise import divide
 from .masking import logical_not
 from .portable_backward import concat
 
 
-def _inverse_frequencies(num_feats, temperature):
-    k = np.arange(num_feats, dtype=np.float32)
-    return np.float32(temperature) ** (np.float32(2.0) * np.floor(k / np.float32(2.0)) / np.float32(num_feats))
+def _pair_frequencies(num_feats, temperature):
+    """The official dim_t = temperature ** (2 * (k // 2) / F) at k = 0, 2, 4, ...: its channels
+    come in equal pairs (sin, cos), so each pair is computed once."""
+    k = np.arange(0, num_feats, 2, dtype=np.float32)
+    return Tensor(np.float32(temperature) ** (np.float32(2.0) * np.floor(k / np.float32(2.0)) / np.float32(num_feats)))
 
 
 def _inclusive_prefix(n):
@@ -23,14 +26,16 @@ def _inclusive_prefix(n):
     return (idx[:, None] <= idx[None, :]).astype(ms.float32)
 
 
-def _interleaved_sin_cos(x, dim_t, even):
-    """x[..., None] / dim_t with sin on even and cos on odd channels (dim_t pairs are equal)."""
-    v = x[..., None] / dim_t
-    return ops.where(even, ops.sin(v), ops.cos(v))
+def _interleaved_sin_cos(x, pair_dim_t):
+    """(..., F): v = x[..., None] / dim_t with sin on the even and cos on the odd channels, as
+    the official stack((v[..., 0::2].sin(), v[..., 1::2].cos()), -1).flatten(-2)."""
+    v = divide(x[..., None], pair_dim_t)
+    return concat((ops.sin(v)[..., None], ops.cos(v)[..., None]), -1).reshape(x.shape + (2 * pair_dim_t.shape[0],))
 
 
 class PositionEmbeddingSine(nn.Cell):
-    """Normalized 2-D sine embedding of a padding mask (True = padding), (B,h,w) -> (B,2F,h,w).
+    """Normalized 2-D sine embedding of a padding mask (True = padding), (B,h,w) -> (B,h,w,2F),
+    channels last (the official (B,2F,h,w) transposed: the tokens of a level are its rows).
 
     Channels 0..F-1 encode y, F..2F-1 encode x. ``temperature``/``offset`` differ between the
     official 12-epoch (10000, -0.5) and 24/36-epoch (20, 0.0) configs.
@@ -43,19 +48,17 @@ class PositionEmbeddingSine(nn.Cell):
         self.offset = float(offset)
         self.scale = float(scale)
         self.eps = float(eps)
-        self.dim_t = Tensor(_inverse_frequencies(num_pos_feats, temperature))
-        self.even = Tensor(np.arange(num_pos_feats) % 2 == 0)
+        self.pair_dim_t = _pair_frequencies(num_pos_feats, temperature)
 
     def construct(self, mask):
         not_mask = logical_not(mask).astype(ms.float32)
         y_embed = ops.matmul(_inclusive_prefix(mask.shape[1]).T, not_mask)  # running counts down the rows
         x_embed = ops.matmul(not_mask, _inclusive_prefix(mask.shape[2]))  # and along each row
         if self.normalize:
-            y_embed = (y_embed + self.offset) / (y_embed[:, -1:, :] + self.eps) * self.scale
-            x_embed = (x_embed + self.offset) / (x_embed[:, :, -1:] + self.eps) * self.scale
-        pos_y = _interleaved_sin_cos(y_embed, self.dim_t, self.even)
-        pos_x = _interleaved_sin_cos(x_embed, self.dim_t, self.even)
-        return concat([pos_y, pos_x], -1).transpose(0, 3, 1, 2)
+            y_embed = divide(y_embed + self.offset, y_embed[:, -1:, :] + self.eps) * self.scale
+            x_embed = divide(x_embed + self.offset, x_embed[:, :, -1:] + self.eps) * self.scale
+        return concat([_interleaved_sin_cos(y_embed, self.pair_dim_t), _interleaved_sin_cos(x_embed, self.pair_dim_t)],
+                      -1)
 
 
 class BoxSineEmbedding(nn.Cell):
@@ -64,11 +67,10 @@ class BoxSineEmbedding(nn.Cell):
 
     def __init__(self, num_pos_feats=128, temperature=10000):
         super().__init__()
-        self.dim_t = Tensor(_inverse_frequencies(num_pos_feats, temperature))
-        self.even = Tensor(np.arange(num_pos_feats) % 2 == 0)
+        self.pair_dim_t = _pair_frequencies(num_pos_feats, temperature)
         self.scale = 2 * math.pi
 
     def construct(self, pos):
-        emb = _interleaved_sin_cos(pos * self.scale, self.dim_t, self.even)  # (..., n, F)
+        emb = _interleaved_sin_cos(pos * self.scale, self.pair_dim_t)  # (..., n, F)
         parts = [emb[..., i, :] for i in range(emb.shape[-2])]  # slices: no ``Unstack`` in the ONNX exporter
         return concat([parts[1], parts[0]] + parts[2:], -1)

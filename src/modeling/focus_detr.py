@@ -4,8 +4,9 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from ..layers.elementwise import divide
 from ..layers.extent import downsampled, extent_of, inside, nearest_source
-from ..layers.masking import logical_not
+from ..layers.masking import logical_not, masked_fill
 from ..layers.position_embedding import PositionEmbeddingSine
 from .neck import ChannelMapper
 
@@ -106,7 +107,8 @@ class FocusDETR(nn.Cell):
     def construct(self, images, image_sizes, denoising=None, topk_override=None):
         bsz, _, height, width = images.shape
         pixel_pad = self.padding_mask(image_sizes, height, width)
-        x = ops.where(pixel_pad[:, None], 0.0, (images - self.pixel_mean) / self.pixel_std)
+        x = masked_fill(divide(images - ops.broadcast_to(self.pixel_mean, images.shape), self.pixel_std),
+                        pixel_pad[:, None], 0.0)
         # padded: the canvas is the extent (its masks then mark only what lies beyond each image)
         extent = (extent_of(image_sizes, self.training) if self.canvas_extent
                   else ops.broadcast_to(Tensor([[height, width]], ms.int32), (bsz, 2)))
@@ -135,7 +137,7 @@ class FocusDETR(nn.Cell):
         outputs = (logits[:, :, num_dn:], boxes[:, :, num_dn:], logits[:, :, :num_dn], boxes[:, :, :num_dn],
                    enc_logits, enc_boxes, fg_logits, in_extent)
         if self.capture:  # capture_names()
-            captured = backbone_feats + feats + masks + pos + captured
+            captured = backbone_feats + feats + masks + tuple(p.transpose(0, 3, 1, 2) for p in pos) + captured
         return outputs, captured
 
 

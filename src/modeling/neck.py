@@ -5,6 +5,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
+from ..layers.elementwise import divide
 from ..layers.extent import inside, keep_inside, masked_mean
 
 
@@ -22,12 +23,13 @@ class GroupNorm(nn.GroupNorm):
         cells = inside(extent, height, width).astype(ms.float32)
         weights = ops.broadcast_to(cells[:, None, None], (bsz, self.num_groups, channels // self.num_groups,
                                                           height, width)).reshape(groups.shape)
-        mean = masked_mean(groups, weights, -1)
-        centred = groups - mean
+        # every statistic and affine parameter broadcast explicitly (src/layers/elementwise.py)
+        centred = groups - ops.broadcast_to(masked_mean(groups, weights, -1), groups.shape)
         # a product, not ops.square: Square's gradient emits PowTensorScalar, which has no GPU kernel
         var = masked_mean(centred * centred, weights, -1)
-        normed = (centred / ops.sqrt(var + self.eps)).reshape(x.shape)
-        return normed * self.gamma.reshape(1, -1, 1, 1) + self.beta.reshape(1, -1, 1, 1)
+        normed = divide(centred, ops.sqrt(var + self.eps)).reshape(x.shape)
+        return (normed * ops.broadcast_to(self.gamma.reshape(1, -1, 1, 1), x.shape)
+                + ops.broadcast_to(self.beta.reshape(1, -1, 1, 1), x.shape))
 
 
 class ConvNorm(nn.Cell):

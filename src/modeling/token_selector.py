@@ -114,7 +114,7 @@ class ForegroundTokenSelector(nn.Cell):
                 up = ops.interpolate(prev[:, None], size=(h, w), mode="bilinear", align_corners=True)
             else:
                 up = resize_aligned(prev, level_extents[lvl + 1], level_extents[lvl], (h, w))
-            x = x + x * up.reshape(bsz, h * w, 1) * self.alpha[i - 1]
+            x = x + x * ops.broadcast_to(up.reshape(bsz, h * w, 1), x.shape) * self.alpha[i - 1]
             prev = self.mask_predictor(x, level_weights[lvl]).reshape(bsz, h, w)
             per_level[lvl] = prev
         raw = concat([s.reshape(bsz, -1, 1) for s in per_level], 1)

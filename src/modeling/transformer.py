@@ -113,9 +113,10 @@ class FocusDETRTransformer(nn.Cell):
 
     def construct(self, feats, masks, pos_embeds, dn_query=None, dn_reference_unact=None,
                   attn_mask=None, topk_override=None, level_extents=None, per_image_budget=False):
-        """``masks`` mark padding and, with ``level_extents`` (the official extent of every
-        level, see ``src.layers.extent``), everything outside the extent; ``per_image_budget``:
-        each image's token budget is its own (official inference at batch 1)."""
+        """``feats`` (B,C,h,w) and ``pos_embeds`` (B,h,w,C) per level; ``masks`` mark padding
+        and, with ``level_extents`` (the official extent of every level, see
+        ``src.layers.extent``), everything outside the extent; ``per_image_budget``: each image's
+        token budget is its own (official inference at batch 1)."""
         spatial_shapes = tuple((f.shape[2], f.shape[3]) for f in feats)
         bsz = feats[0].shape[0]
         in_extent = None
@@ -124,8 +125,11 @@ class FocusDETRTransformer(nn.Cell):
                                1)
         src = flatten_levels(feats)
         mask_flatten = concat([m.reshape(m.shape[0], -1) for m in masks], 1)
-        lvl_pos = flatten_levels([p + self.level_embeds[lvl].reshape(1, -1, 1, 1)
-                                  for lvl, p in enumerate(pos_embeds)])
+        lvl_pos = ()
+        for lvl, p in enumerate(pos_embeds):  # channels last: a level's tokens are its rows already
+            p = p.reshape(bsz, -1, p.shape[-1])
+            lvl_pos += (p + ops.broadcast_to(self.level_embeds[lvl], p.shape),)
+        lvl_pos = concat(lvl_pos, 1)
         valid_ratios = valid_ratios_of(masks)
         extent_ratios = valid_ratios if level_extents is None else valid_ratios_of(masks, level_extents)
         enc_ref = encoder_reference_points(spatial_shapes, valid_ratios)

@@ -86,6 +86,60 @@ def shifted_window_mask(height, width, window_size, shift):
     return np.where(diff != 0, -100.0, 0.0).astype(np.float32)
 
 
+def _with_zero_row(rows, source_rows):
+    """``rows`` (int, -1 for "zero") as int32 indices into the source rows plus one zero row
+    appended after them."""
+    return np.where(rows >= 0, rows, source_rows).astype(np.int32)
+
+
+@lru_cache(maxsize=None)
+def window_rows(batch, height, width, window_size, shift):
+    """Row indices that move the tokens of a (batch, height, width) map into its window layout
+    and back, as the reference's pad, roll, partition (and reverse, roll back, crop) do.
+
+    Returns (to_windows, from_windows): row r of the (batch*nW*ws*ws, C) windows is row
+    ``to_windows[r]`` of the (batch*height*width + 1, C) map with a zero row last (padding);
+    map token t is row ``from_windows[t]`` of the windows. The map is zero-padded at the
+    bottom/right to whole windows, rolled by -shift (torch.roll: out[i] = in[i + shift]),
+    split into windows row-major, and the windows of one image follow each other."""
+    hp, wp = height + (-height) % window_size, width + (-width) % window_size
+    src_r, src_c = (np.arange(hp) + shift) % hp, (np.arange(wp) + shift) % wp
+    inside = (src_r[:, None] < height) & (src_c[None, :] < width)
+    src = np.where(inside, src_r[:, None] * width + src_c[None, :], -1)
+    src = src.reshape(hp // window_size, window_size, wp // window_size, window_size).transpose(0, 2, 1, 3).ravel()
+    tokens = height * width
+    rows = np.concatenate([np.where(src >= 0, src + b * tokens, -1) for b in range(batch)])
+    inverse = np.empty(batch * tokens, np.int32)
+    inverse[rows[rows >= 0]] = np.flatnonzero(rows >= 0)
+    return _with_zero_row(rows, batch * tokens), inverse
+
+
+@lru_cache(maxsize=None)
+def merge_rows(batch, height, width):
+    """Row indices of patch merging: row (b, i, j, k) of the (batch*h2*w2*4, C) result is row
+    ``merge_rows[...]`` of the (batch*height*width + 1, C) map with a zero row last, the 2x2
+    neighbour k = (row, column) offset (0,0), (1,0), (0,1), (1,1) of (2i, 2j), zero beyond an
+    odd map's last row or column (the reference pads it)."""
+    h2, w2 = (height + 1) // 2, (width + 1) // 2
+    i, j, dw, dh = np.meshgrid(np.arange(h2), np.arange(w2), np.arange(2), np.arange(2), indexing="ij")
+    r, c = 2 * i + dh, 2 * j + dw
+    src = np.where((r < height) & (c < width), r * width + c, -1).ravel()
+    rows = np.concatenate([np.where(src >= 0, src + b * height * width, -1) for b in range(batch)])
+    return _with_zero_row(rows, batch * height * width)
+
+
+def _gather_tokens(x, rows, zero_row):
+    """Rows ``rows`` (numpy int32) of the (..., C) tokens of x, flattened, with a zero row
+    appended after them when ``zero_row``. One row gather: the pads, rolls and 6-D transposes it
+    replaces kept their outputs allocated until the end of a CPU graph (README, "Graph-mode memory
+    on CPU") and took 2-3x longer."""
+    c = x.shape[-1]
+    flat = x.reshape(-1, c)
+    if zero_row:
+        flat = concat((flat, ops.full((1, c), 0.0, dtype=x.dtype)), 0)
+    return ops.gather(flat, Tensor(rows), 0)
+
+
 def _layer_norm(dim):
     return nn.LayerNorm((dim,), epsilon=1e-5)
 
@@ -96,28 +150,14 @@ def _dense(in_dim, out_dim, has_bias=True):
                     has_bias=has_bias)
 
 
-def _pad_bottom_right(x, pad_b, pad_r, h_axis):
-    """Zero rows appended along ``h_axis`` and zero columns along the next axis (sizes are Python
-    ints). Concatenation, not ``ops.pad``: MindSpore 2.10's ONNX exporter has no PadV3."""
+def _pad_bottom_right(x, pad_b, pad_r):
+    """Zero rows and columns appended to a (B, C, H, W) image (sizes are Python ints).
+    Concatenation, not ``ops.pad``: MindSpore 2.10's ONNX exporter has no PadV3."""
     if pad_b > 0:
-        x = concat((x, ops.full(x.shape[:h_axis] + (pad_b,) + x.shape[h_axis + 1:], 0.0, dtype=x.dtype)), h_axis)
+        x = concat((x, ops.full(x.shape[:2] + (pad_b, x.shape[3]), 0.0, dtype=x.dtype)), 2)
     if pad_r > 0:
-        x = concat((x, ops.full(x.shape[:h_axis + 1] + (pad_r,) + x.shape[h_axis + 2:], 0.0, dtype=x.dtype)),
-                   h_axis + 1)
+        x = concat((x, ops.full(x.shape[:3] + (pad_r,), 0.0, dtype=x.dtype)), 3)
     return x
-
-
-def _pad_hw(x, pad_b, pad_r):
-    """Zero-pad a (B, H, W, C) map at the bottom and right."""
-    return _pad_bottom_right(x, pad_b, pad_r, 1)
-
-
-def _roll_hw(x, shift):
-    """torch.roll(x, (shift, shift), dims=(1, 2)) of a (B, H, W, C) map with 0 < |shift| < H, W."""
-    h, w = x.shape[1], x.shape[2]
-    sh, sw = shift % h, shift % w
-    x = concat((x[:, h - sh:], x[:, :h - sh]), 1)
-    return concat((x[:, :, w - sw:], x[:, :, :w - sw]), 2)
 
 
 class Mlp(nn.Cell):
@@ -152,23 +192,31 @@ class WindowAttention(nn.Cell):
         self.qkv = _dense(dim, 3 * dim, has_bias=qkv_bias)
         self.proj = _dense(dim, dim)
 
-    def construct(self, x, mask=None):
-        """x: (num_windows*B, N, C); mask: None or (num_windows, N, N) additive."""
-        b_, n, c = x.shape
-        qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+    def attend(self, qkv, mask=None):
+        """(B_, N, 3C) projected windows -> (B_, N, C) attention output before ``proj``;
+        mask: None or (num_windows, N, N) additive."""
+        b_, n, c3 = qkv.shape
+        c = c3 // 3
+        # q, k, v sliced off the channels first, then one 4-D transpose each: the reference's 5-D
+        # permute followed by qkv[0..2] took 14x longer in CPU graph mode (README, "Swin-T profile")
+        q, k, v = (qkv[:, :, i * c:(i + 1) * c].reshape(b_, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+                   for i in range(3))
         q = q * self.scale
         attn = ops.matmul(q, k.swapaxes(-2, -1))                       # (B_, nH, N, N)
         bias = ops.gather(self.relative_position_bias_table, self.rel_index, 0)
         bias = bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)
-        attn = attn + ops.expand_dims(bias, 0)
+        # bias and mask broadcast explicitly (README, "Graph-mode memory on CPU")
+        attn = attn + ops.broadcast_to(bias[None], attn.shape)
         if mask is not None:
             nw = mask.shape[0]
-            attn = attn.reshape(b_ // nw, nw, self.num_heads, n, n) + mask.reshape(1, nw, 1, n, n)
-            attn = attn.reshape(b_, self.num_heads, n, n)
+            attn = attn.reshape(b_ // nw, nw, self.num_heads, n, n)
+            attn = (attn + ops.broadcast_to(mask.reshape(1, nw, 1, n, n), attn.shape)).reshape(b_, self.num_heads, n, n)
         attn = ops.softmax(attn, axis=-1)
-        out = ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b_, n, c)
-        return self.proj(out)
+        return ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b_, n, c)
+
+    def construct(self, x, mask=None):
+        """x: (num_windows*B, N, C); mask: None or (num_windows, N, N) additive."""
+        return self.proj(self.attend(self.qkv(x), mask))
 
 
 class SwinTransformerBlock(nn.Cell):
@@ -188,31 +236,34 @@ class SwinTransformerBlock(nn.Cell):
         self.norm2 = _layer_norm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), gelu_impl)
 
-    def construct(self, x):
-        b, h, w, c = x.shape
+    def padded_size(self, h, w):
+        """The map size rounded up to whole windows."""
         ws = self.window_size
-        shortcut = x
-        x = self.norm1(x)
-        pad_b = (ws - h % ws) % ws
-        pad_r = (ws - w % ws) % ws
-        x = _pad_hw(x, pad_b, pad_r)
-        hp, wp = h + pad_b, w + pad_r
-        mask = None
-        if self.shift_size > 0:
-            x = _roll_hw(x, -self.shift_size)
-            mask = Tensor(shifted_window_mask(hp, wp, ws, self.shift_size))
-        # window partition: (B, Hp, Wp, C) -> (B*nW, ws*ws, C)
-        x = x.reshape(b, hp // ws, ws, wp // ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
-        x = x.reshape(-1, ws * ws, c)
-        x = self.attn(x, mask)
-        # window reverse
-        x = x.reshape(b, hp // ws, wp // ws, ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
-        x = x.reshape(b, hp, wp, c)
-        if self.shift_size > 0:
-            x = _roll_hw(x, self.shift_size)
-        if pad_b > 0 or pad_r > 0:
-            x = x[:, :h, :w, :]
-        x = shortcut + self.drop_path(x)
+        return h + (ws - h % ws) % ws, w + (ws - w % ws) % ws
+
+    def to_windows(self, x):
+        """(B, H, W, C) -> (B*nW, ws*ws, C): zero-padded to whole windows, rolled by -shift in a
+        shifted block, split into windows (``window_rows``)."""
+        b, h, w, c = x.shape
+        rows, _ = window_rows(b, h, w, self.window_size, self.shift_size)
+        padded = self.padded_size(h, w) != (h, w)
+        return _gather_tokens(x, rows, padded).reshape(-1, self.window_size * self.window_size, c)
+
+    def from_windows(self, windows, b, h, w):
+        """``to_windows`` undone: (B*nW, ws*ws, C) -> (B, H, W, C)."""
+        _, inverse = window_rows(b, h, w, self.window_size, self.shift_size)
+        return _gather_tokens(windows, inverse, False).reshape(b, h, w, windows.shape[-1])
+
+    def window_mask(self, h, w):
+        """The shifted-window mask of an H x W map (None in a regular block)."""
+        if self.shift_size == 0:
+            return None
+        return Tensor(shifted_window_mask(*self.padded_size(h, w), self.window_size, self.shift_size))
+
+    def construct(self, x):
+        b, h, w, _ = x.shape
+        windows = self.attn(self.to_windows(self.norm1(x)), self.window_mask(h, w))
+        x = x + self.drop_path(self.from_windows(windows, b, h, w))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -227,11 +278,8 @@ class PatchMerging(nn.Cell):
 
     def construct(self, x):
         b, h, w, c = x.shape
-        x = _pad_hw(x, h % 2, w % 2)
-        h2, w2 = (h + 1) // 2, (w + 1) // 2
-        # (B, h2, dh, w2, dw, C) -> (B, h2, w2, dw, dh, C): channel blocks (dh,dw) = 00, 10, 01, 11
-        x = x.reshape(b, h2, 2, w2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h2, w2, 4 * c)
-        return self.reduction(self.norm(x))
+        merged = _gather_tokens(x, merge_rows(b, h, w), h % 2 or w % 2)
+        return self.reduction(self.norm(merged.reshape(b, (h + 1) // 2, (w + 1) // 2, 4 * c)))
 
 
 class BasicLayer(nn.Cell):
@@ -276,7 +324,7 @@ class PatchEmbed(nn.Cell):
         h, w = x.shape[2], x.shape[3]
         p = self.patch_size
         pad_b, pad_r = (p - h % p) % p, (p - w % p) % p
-        x = self.proj(_pad_bottom_right(x, pad_b, pad_r, 2)).transpose(0, 2, 3, 1)
+        x = self.proj(_pad_bottom_right(x, pad_b, pad_r)).transpose(0, 2, 3, 1)
         if self.has_norm:
             x = self.norm(x)
         return x
