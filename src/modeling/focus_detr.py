@@ -4,7 +4,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from ..layers.elementwise import divide
+from ..layers.elementwise import broadcast_constant, divide
 from ..layers.extent import downsampled, extent_of, inside, nearest_source
 from ..layers.masking import logical_not, masked_fill
 from ..layers.position_embedding import PositionEmbeddingSine
@@ -107,7 +107,7 @@ class FocusDETR(nn.Cell):
     def construct(self, images, image_sizes, denoising=None, topk_override=None):
         bsz, _, height, width = images.shape
         pixel_pad = self.padding_mask(image_sizes, height, width)
-        x = masked_fill(divide(images - ops.broadcast_to(self.pixel_mean, images.shape), self.pixel_std),
+        x = masked_fill(divide(images - broadcast_constant(self.pixel_mean, images.shape, images), self.pixel_std),
                         pixel_pad[:, None], 0.0)
         # padded: the canvas is the extent (its masks then mark only what lies beyond each image)
         extent = (extent_of(image_sizes, self.training) if self.canvas_extent

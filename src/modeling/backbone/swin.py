@@ -35,6 +35,7 @@ from mindcv.models.layers.drop_path import DropPath
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
+from ...layers.elementwise import broadcast_constant
 from ...layers.portable_backward import GELU, concat
 
 __all__ = ["SwinBackbone", "SWIN_VARIANTS", "swin_backbone", "relative_position_index",
@@ -205,12 +206,14 @@ class WindowAttention(nn.Cell):
         attn = ops.matmul(q, k.swapaxes(-2, -1))                       # (B_, nH, N, N)
         bias = ops.gather(self.relative_position_bias_table, self.rel_index, 0)
         bias = bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)
-        # bias and mask broadcast explicitly (README, "Graph-mode memory on CPU")
+        # bias and mask broadcast explicitly (README, "Graph-mode memory on CPU"); the mask is a
+        # constant, broadcast at run time (src/layers/elementwise.py)
         attn = attn + ops.broadcast_to(bias[None], attn.shape)
         if mask is not None:
             nw = mask.shape[0]
             attn = attn.reshape(b_ // nw, nw, self.num_heads, n, n)
-            attn = (attn + ops.broadcast_to(mask.reshape(1, nw, 1, n, n), attn.shape)).reshape(b_, self.num_heads, n, n)
+            attn = (attn + broadcast_constant(mask.reshape(1, nw, 1, n, n), attn.shape, attn)).reshape(
+                b_, self.num_heads, n, n)
         attn = ops.softmax(attn, axis=-1)
         return ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b_, n, c)
 
