@@ -481,8 +481,8 @@ def main():
             print(f"{op:11s} {impl:10s} {rounds[0][(op, impl)]['error']}")
             continue
         med = {key: median_of([r[key] for r in runs]) for key in runs[0] if isinstance(runs[0][key], float)}
-        fwd_x, fwd_bwd_x = (median_of(ratios(op, impl, key)) for key in ("fwd", "fwd_bwd"))
         spread = ratios(op, impl, "fwd_bwd")
+        fwd_x, fwd_bwd_x = median_of(ratios(op, impl, "fwd")), median_of(spread)
         print(f"{op:11s} {impl:10s} " + " ".join(fmt(med[k]) for k in (
             "fwd", "fwd_bwd", "fwd_cpu", "fwd_bwd_cpu", "first_fwd", "first_fwd_bwd"))
               + f" {max(r['peak_rss_mb'] for r in runs):8.0f} "

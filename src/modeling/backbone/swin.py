@@ -129,14 +129,14 @@ def merge_rows(batch, height, width):
     return _with_zero_row(rows, batch * height * width)
 
 
-def _gather_tokens(x, rows, zero_row):
-    """Rows ``rows`` (numpy int32) of the (..., C) tokens of x, flattened, with a zero row
-    appended after them when ``zero_row``. One row gather: the pads, rolls and 6-D transposes it
-    replaces kept their outputs allocated until the end of a CPU graph (README, "Graph-mode memory
-    on CPU") and took 2-3x longer."""
+def _gather_tokens(x, rows):
+    """Rows ``rows`` (numpy int32) of the (..., C) tokens of x, flattened; an index one past the
+    last token reads a zero row appended for it (the padding of ``window_rows``/``merge_rows``).
+    One row gather: the pads, rolls and 6-D transposes it replaces kept their outputs allocated
+    until the end of a CPU graph (README, "Graph-mode memory on CPU") and took 2-3x longer."""
     c = x.shape[-1]
     flat = x.reshape(-1, c)
-    if zero_row:
+    if int(rows.max()) == flat.shape[0]:
         flat = concat((flat, ops.full((1, c), 0.0, dtype=x.dtype)), 0)
     return ops.gather(flat, Tensor(rows), 0)
 
@@ -249,13 +249,12 @@ class SwinTransformerBlock(nn.Cell):
         shifted block, split into windows (``window_rows``)."""
         b, h, w, c = x.shape
         rows, _ = window_rows(b, h, w, self.window_size, self.shift_size)
-        padded = self.padded_size(h, w) != (h, w)
-        return _gather_tokens(x, rows, padded).reshape(-1, self.window_size * self.window_size, c)
+        return _gather_tokens(x, rows).reshape(-1, self.window_size * self.window_size, c)
 
     def from_windows(self, windows, b, h, w):
         """``to_windows`` undone: (B*nW, ws*ws, C) -> (B, H, W, C)."""
         _, inverse = window_rows(b, h, w, self.window_size, self.shift_size)
-        return _gather_tokens(windows, inverse, False).reshape(b, h, w, windows.shape[-1])
+        return _gather_tokens(windows, inverse).reshape(b, h, w, windows.shape[-1])
 
     def window_mask(self, h, w):
         """The shifted-window mask of an H x W map (None in a regular block)."""
@@ -281,7 +280,7 @@ class PatchMerging(nn.Cell):
 
     def construct(self, x):
         b, h, w, c = x.shape
-        merged = _gather_tokens(x, merge_rows(b, h, w), h % 2 or w % 2)
+        merged = _gather_tokens(x, merge_rows(b, h, w))
         return self.reduction(self.norm(merged.reshape(b, (h + 1) // 2, (w + 1) // 2, 4 * c)))
 
 
