@@ -5,14 +5,16 @@
 With pytest arguments (e.g. ``-k parity`` or test files) everything they select runs in one
 process (the whole tests/ folder unless an argument names a test file or directory).
 
-Why processes: a CPU graph's memory is returned only when its process ends, so one pytest
-process for the whole suite would hold every graph the suite compiles. Why two at a time: a CPU
-graph compile keeps one core busy, and this project's CI machine has two. The jobs below are
-groups of test files, started longest first (durations measured on the 2-core VM, README
-"Tests") so that the two slots end close together; the three files that compile the full-size
-R50 model (``heavy``: 12-13 GB each) never run beside each other, so the machine holds one of
-them and one light job at most. Every test file belongs to exactly one job: the files no job
-names form the ``rest`` job, so a new test file is never left out.
+Why processes: MindSpore's memory pool keeps what a process's graphs once took until the process
+ends, and each job's pytest process is a fresh pool (tests/conftest.py also collects the graphs
+of finished tests, so that a job's peak is its largest test, not their sum). Why two at a time:
+a CPU graph compile keeps one core busy, and this project's CI machine has two. The jobs below
+are groups of test files, started in an order that makes the two slots end close together (found
+by simulating the durations measured on the 2-core VM, README "Tests"); the three files that
+compile the full-size R50 model's training graph (``heavy``: 10-12 GB each) never run beside
+each other, so the machine holds one of them and one light job at most. Every test file belongs
+to exactly one job: the files no job names form the ``rest`` job, so a new test file is never
+left out.
 
 Each job's output is printed when it ends; the last lines give each job's time, cores busy and
 peak resident set (its pytest process, from /usr/bin/time where present), the peak of the
@@ -32,21 +34,22 @@ import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# (name, test files, heavy), longest first; "rest" stands for every file not named here
+# (name, test files, heavy) in the order they start; "rest" stands for every file not named here
 JOBS = (
-    ("train", ["tests/test_train.py"], False),
-    ("rest", None, False),
-    ("distributed", ["tests/test_distributed.py"], False),
-    ("export", ["tests/test_export.py", "tests/test_onnx_graph.py", "tests/test_infer.py"], False),
-    ("parity", ["tests/test_parity.py"], True),
-    ("resume", ["tests/test_resume.py"], False),
+    # the files that compare with one process's whole-batch gradients, computed once (tests/whole_batch.py)
+    ("whole_batch", ["tests/test_distributed.py", "tests/test_accumulation.py", "tests/test_recompute.py"], False),
     ("static_canvas", ["tests/test_static_canvas.py"], True),
-    ("eval", ["tests/test_eval.py"], False),
-    ("portability", ["tests/test_portability.py"], False),
-    ("grad_parity", ["tests/test_grad_parity.py"], True),
+    ("train", ["tests/test_train.py"], False),
     ("launch", ["tests/test_fine_tuning.py", "tests/test_bench_train.py", "tests/test_converter.py",
                 "tests/test_launchers.py", "tests/test_cpu_isa.py", "tests/test_ops_devices.py",
                 "tests/test_imports.py"], False),
+    ("export", ["tests/test_export.py", "tests/test_onnx_graph.py", "tests/test_infer.py"], False),
+    ("parity", ["tests/test_parity.py"], True),
+    ("resume", ["tests/test_resume.py"], False),
+    ("rest", None, False),
+    ("eval", ["tests/test_eval.py"], False),
+    ("grad_parity", ["tests/test_grad_parity.py"], True),
+    ("portability", ["tests/test_portability.py"], False),
 )
 
 
@@ -99,6 +102,18 @@ def usage(reports, name):
     except (OSError, ValueError, IndexError):
         return None  # a killed process leaves a note instead of the numbers
     return peak / 2**20, wall, (user + system) / max(wall, 1e-9)
+
+
+def peak_test(reports, name):
+    """The test during which job ``name``'s pytest process reached its peak (the conftest notes
+    ``peak_rss_kb`` on each test that raises it), or None."""
+    try:
+        cases = ET.parse(os.path.join(reports, f"{name}.xml")).getroot().iter("testcase")
+    except (OSError, ET.ParseError):
+        return None
+    raised = [(int(prop.get("value")), f"{case.get('classname')}::{case.get('name')}") for case in cases
+              for prop in case.iter("property") if prop.get("name") == "peak_rss_kb"]
+    return max(raised)[1] if raised else None
 
 
 def counts(reports):
@@ -156,10 +171,10 @@ def main(argv=None):
             proc.kill()
     wall = time.perf_counter() - began
     for name in status:
-        figures = usage(reports, name)
+        figures, test = usage(reports, name), peak_test(reports, name)
         if figures:
-            print(f"run_tests: {name}: peak {figures[0]:.1f} GB resident, {figures[1] / 60:.1f} min, "
-                  f"{figures[2]:.2f} cores busy on average")
+            print(f"run_tests: {name}: peak {figures[0]:.1f} GB resident{f' (in {test})' if test else ''}, "
+                  f"{figures[1] / 60:.1f} min, {figures[2]:.2f} cores busy on average")
     print(f"run_tests: machine memory in use at most {sampler.peak_kb / 2**20:.1f} GB; suite {wall / 60:.1f} min "
           f"with {args.slots} jobs at a time")
     totals = counts(reports)

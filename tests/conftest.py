@@ -3,7 +3,10 @@
 Tests that need the golden fixtures fail (not skip) when the directory is missing: a suite
 that silently skips its parity checks would pass while proving nothing.
 """
+import gc
 import os
+import resource
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,40 @@ def restore_compile_cache_variables():
             os.environ[name] = value
 
 
+# a test that ran this long may have compiled a graph (the others are not worth a collection: ~0.1 s each)
+GRAPH_TEST_SECONDS = 1.0
+_peak_seen_kb = [0]
+
+
+@pytest.fixture(autouse=True)
+def release_graphs(request):
+    """Collect the garbage after a test that may have compiled graphs, and after each module; and
+    note on the test (junit property ``peak_rss_kb``, read by scripts/run_suite.py) the peak
+    resident memory of this process and the ones it waited for, when this test raised it (its
+    fixtures' setup included).
+
+    A Cell's compiled graphs hold their memory (GBs for the full-size model) until the Cell is
+    freed, and Cells sit in reference cycles that Python's collector, blind to that memory, reaches
+    late or never: without a collection a process holds the graphs of every test it ran. MindSpore's
+    memory pool reuses what a collection frees (README, "Tests")."""
+    began = time.perf_counter()
+    yield
+    # the processes a test starts and waits for count, as in the job's peak (/usr/bin/time)
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    if peak > _peak_seen_kb[0]:
+        _peak_seen_kb[0] = peak
+        request.node.user_properties.append(("peak_rss_kb", peak))
+    if time.perf_counter() - began > GRAPH_TEST_SECONDS:
+        gc.collect()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_module_graphs():
+    """The module-scoped fixtures' models, once the module is done (see ``release_graphs``)."""
+    yield
+    gc.collect()
+
+
 @pytest.fixture(params=["graph", "pynative"])
 def mode(request):
     """Run the test once in GRAPH_MODE and once in PYNATIVE_MODE."""
@@ -70,3 +107,11 @@ def tiny_data(tmp_path_factory):
     generate_synthetic_coco(str(root), num_train=6, num_val=2, size_range=(96, 128), num_classes=3, seed=1,
                             max_objects=2, min_object_size=24)
     return root
+
+
+@pytest.fixture(scope="session")
+def whole_batch(tmp_path_factory):
+    """(data root, folder of the one-process gradients): tests/whole_batch.py, once per session."""
+    from whole_batch import run_whole_batch
+
+    return run_whole_batch(tmp_path_factory)

@@ -1,6 +1,7 @@
 """export.py: the exported MINDIR, reloaded with ``mindspore.load`` + ``nn.GraphCell``, and the
 exported ONNX file, run by onnxruntime, give the Python model's detections on real (synthetic,
-padded) images."""
+padded) images. The Python model runs in PyNative: the export compiles the graph once, and
+graph mode gives PyNative's results (tests/test_parity.py)."""
 from pathlib import Path
 
 import mindspore as ms
@@ -13,6 +14,7 @@ import export
 from src.config import load_config
 from src.data.synthetic import generate_image
 from src.inference import build_inference_net, preprocess
+from src.runtime import mode_scope
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "config/quickstart.yaml")
@@ -46,7 +48,8 @@ def test_mindir_round_trip_equals_python_model(tmp_path, custom_kernels):
                         "--height", "128", "--width", "128", "--output", name]
                        + (["--custom-kernels"] if custom_kernels else []) + TINY) == 0
     graph = nn.GraphCell(ms.load(name + ".mindir"))
-    expected = [t.asnumpy() for t in net(*inputs)]
+    with mode_scope("pynative"):
+        expected = [t.asnumpy() for t in net(*inputs)]
     got = [t.asnumpy() for t in graph(*inputs)]
     assert len(got) == len(expected) == 4
     for name, e, g in zip(("scores", "labels", "boxes", "keep"), expected, got):
@@ -89,7 +92,8 @@ def test_onnx_in_onnxruntime_equals_the_mindspore_model(tmp_path, backbone):
     got = session.run(None, {i.name: t.asnumpy() for i, t in zip(session.get_inputs(), inputs)})
     scale = np.tile(inputs[2].asnumpy()[:, None, ::-1], (1, 1, 2)).astype(np.float64)  # (B,1,4) w,h,w,h
     for reference in (export_net, default_net):
-        expected = [t.asnumpy() for t in reference(*inputs)]
+        with mode_scope("pynative"):
+            expected = [t.asnumpy() for t in reference(*inputs)]
         for output, e, g in zip(export.OUTPUT_NAMES, expected, got):
             assert g.shape == e.shape and g.dtype == e.dtype, output
             if output in ("labels", "keep"):

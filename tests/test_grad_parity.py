@@ -4,14 +4,17 @@ w.r.t. every trainable parameter, mapped to the official keys by the converter's
 (tied tensors summed), then per key the norm, both random projections, the 15 full gradients,
 the global norm and the sets of parameters without gradient, at the fixture JSON's tolerances.
 
-Runs with the fused kernels in graph mode (the training configuration) and in PyNative with
-both the pure MindSpore operators and the fused kernels; the comparison's own failure modes (a
-scaled or zeroed gradient, a missing or extra port gradient, a fixture key the port cannot map)
-are checked on the graph run's gradients."""
+Runs with the fused kernels in graph mode, the training configuration, on a static canvas larger
+than the fixture's batch as the data loader pads it (``tests/test_static_canvas.CANVAS``: the
+canvas beyond the batch's extent must change no gradient), and in PyNative on the fixture's own
+canvas with both the pure MindSpore operators and the fused kernels; the comparison's own failure
+modes (a scaled or zeroed gradient, a missing or extra port gradient, a fixture key the port
+cannot map) are checked on the graph run's gradients."""
 import json
 
 import numpy as np
 import pytest
+from test_static_canvas import CANVAS
 
 from src.tools.parity.golden import FixtureArrays, build_golden_model, grad_fixture_inputs
 from src.tools.parity.grad import REPORT_SECTIONS, compare_grad, official_grads
@@ -21,13 +24,13 @@ from src.tools.parity.runs import run_grad_model
 STEM = "model_grad_r50"
 
 
-def grad_rows(golden_dir, mode, kernels):
+def grad_rows(golden_dir, mode, kernels, canvas=None):
     path = str(golden_dir / f"{STEM}.npz")
     meta = json.load(open(golden_dir / f"{STEM}.json"))
     train, train_g, train_meta, entries = grad_fixture_inputs(path, str(golden_dir), meta)
     assert train == "model_train_r50"
     model = build_golden_model(str(golden_dir), train_meta, num_classes=80, kernels=kernels)
-    ours = run_grad_model(model, train_g, train_meta, mode)
+    ours = run_grad_model(model, train_g, train_meta, mode, canvas=canvas)
     g = FixtureArrays(np.load(path))
     rows = compare_grad(STEM, g, meta, ours, entries, train_meta)
     return rows + account_arrays(STEM, g, meta, rows), ours, meta, entries, train_meta
@@ -53,7 +56,7 @@ def check_all_compared(rows, meta):
 
 @pytest.fixture(scope="module")
 def graph_kernel(golden_dir):
-    return grad_rows(golden_dir, "graph", "kernel")
+    return grad_rows(golden_dir, "graph", "kernel", CANVAS)
 
 
 def test_gradients_graph_mode_fused_kernels(graph_kernel):

@@ -11,6 +11,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.nn.utils import no_init_parameters
 
 from src.checkpoint import is_structure_key, parameter_shapes, port_name
 from src.config import load_config
@@ -156,7 +157,8 @@ SPEC_SWIN_TABLE = {
 def test_variant_param_counts(variant):
     """Spec section 2 table: each official model config builds with the official parameter count."""
     embed_dim, depths, heads, window, channels, _ = SPEC_SWIN_TABLE[variant]
-    model = swin_backbone(variant)
+    with no_init_parameters():  # shapes only: Swin-L's 195M random values took 13 s
+        model = swin_backbone(variant)
     count = sum(int(np.prod(p.shape)) for p in model.get_parameters())
     assert count == _official_param_count(embed_dim, depths, heads, window)
     assert model.out_channels == channels and model.out_strides == (8, 16, 32)
@@ -375,7 +377,8 @@ def test_swin_recipes_build_their_backbone(variant):
                 for name, (v, _, _) in SWIN_RECIPES.items() if v == variant]
     assert all(s == sections[0] for s in sections)
     cfg = load_config(str(CONFIG_DIR / f"{next(n for n, r in SWIN_RECIPES.items() if r[0] == variant)}.yaml"))
-    model = build_backbone(cfg.model.backbone)
+    with no_init_parameters():
+        model = build_backbone(cfg.model.backbone)
     embed_dim, depths, heads, window, channels, drop_path_rate = SPEC_SWIN_TABLE[variant]
     assert isinstance(model, SwinBackbone) and model.window_size == window
     assert sum(int(np.prod(p.shape)) for p in model.get_parameters()) == _official_param_count(
