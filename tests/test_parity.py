@@ -4,13 +4,15 @@ Eval: every intermediate from the backbone to the post-processed detections. Tra
 forward with real padding masks (one image has fewer valid tokens than the batch budget),
 the fixture's denoising queries and teacher-forced two-stage proposals. Tolerances and
 comparison rules are those of the golden README (see ``src.tools.parity.__main__``). The models
-run with the fused kernels (both modes) and with the pure-MindSpore operators (graph mode, the
-production mode: the same numbers are expected from either)."""
+run with the fused kernels (both modes) and with the pure-MindSpore operators (the training
+forward in graph mode, the production mode; the evaluation in PyNative: the same numbers are
+expected from either)."""
 import json
 
 import numpy as np
 import pytest
 
+from src.runtime import mode_scope
 from src.tools.parity.__main__ import main as parity_main
 from src.tools.parity.golden import FixtureArrays, build_golden_model
 from src.tools.parity.model import align_by_ids, compare_encoder_layer, compare_eval, compare_train
@@ -116,15 +118,19 @@ def test_train_forward_denoising_matching_and_losses(train_model, mode):
     assert focus[1] < focus[0] == g["encoder_foreground_topk"][0]
 
 
-@pytest.mark.parametrize("fixture", ["eval", "train"])
-def test_pure_mindspore_operators(golden_dir, fixture):
-    """kernels.msda=gather, kernels.token_ops=reference (what 'auto' falls back to), graph mode; a
-    test per fixture, so that the first graph is released before the second compiles."""
+@pytest.mark.parametrize("fixture, fixture_mode", [("eval", "pynative"), ("train", "graph")])
+def test_pure_mindspore_operators(golden_dir, fixture, fixture_mode):
+    """kernels.msda=gather, kernels.token_ops=reference (what 'auto' falls back to); a test per
+    fixture, so that the first model is released before the second runs. The training forward
+    runs in graph mode (its graph holds every module the evaluation runs, with the same operators);
+    the evaluation in PyNative, which equals graph mode (the kernel tests above run both): one
+    full-size graph compile fewer for the suite."""
     model, g, meta = load_model(golden_dir, f"model_{fixture}_r50", "pure")
-    if fixture == "eval":
-        check_eval(model, g, "graph")
-    else:
-        check_train(model, g, meta, "graph")
+    with mode_scope(fixture_mode):
+        if fixture == "eval":
+            check_eval(model, g, fixture_mode)
+        else:
+            check_train(model, g, meta, fixture_mode)
 
 
 def test_swin_t_eval_forward_and_detections(golden_dir, mode):
@@ -147,11 +153,13 @@ def test_converter_consumes_every_official_key(golden_dir, key_list):
     assert rows[0].agreement.startswith(f"{len(entries)} keys")
 
 
-def test_parity_command_reports_and_fails_on_a_wrong_fixture(golden_dir, tmp_path, capsys, mode):
+def test_parity_command_reports_and_fails_on_a_wrong_fixture(golden_dir, tmp_path, capsys):
     """The CLI end to end on a small directory: the msda fixture, a key list, and a copy of the
     msda fixture whose recorded output is off by 1e-3 (beyond its 1e-5 tolerance); then a
     fixture with an array no comparison reads and a JSON without arrays, which fail unless
-    --allow-partial."""
+    --allow-partial. In one mode: what the command counts and reports does not depend on it, and
+    the comparisons it runs are tested in both modes in tests/test_layers.py and above."""
+    mode = "pynative"
     for name in ("golden_weights.py", "msda_core.npz", "msda_core.json", "state_dict_r50_4scale.json"):
         (tmp_path / name).symlink_to(golden_dir / name)
     args = ["--golden", str(tmp_path), "--mode", mode, "--kernels", "pure"]
