@@ -42,15 +42,30 @@ def run_eval(ckpt, overrides, config="config/quickstart.yaml"):
                           + overrides, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
-def test_eval_prints_coco_table_and_writes_results(setup, tmp_path):
-    root, ckpt, data = setup
-    out = run_eval(ckpt, TINY + data + [f"train.output_dir={tmp_path}"])
-    assert out.returncode == 0, out.stderr[-3000:]
+# batch 1: an untrained model's near-tied token scores make results depend on batch company
+# (evaluation batches of several images: tests/test_fine_tuning.py, the quick start's batch 8)
+SHARDED = TINY + ["train.eval_batch_size=1"]
+
+
+@pytest.fixture(scope="module")
+def single_eval(setup, tmp_path_factory):
+    """(output folder, finished process) of one eval.py process over the 5 images: the console
+    and files test below, and the reference of the sharded evaluations."""
+    root, ckpt, _ = setup
+    out = tmp_path_factory.mktemp("single_eval")
+    single = run_eval(ckpt, ["--data", str(root)] + SHARDED + [f"train.output_dir={out}"])
+    assert single.returncode == 0, single.stderr[-3000:]
+    return out, single
+
+
+def test_eval_prints_coco_table_and_writes_results(setup, single_eval):
+    root = setup[0]
+    folder, out = single_eval
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in out.stdout
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("eval: AP=")
     assert "per category:" in out.stdout + out.stderr
-    stats = json.loads((tmp_path / "eval_results.json").read_text())
+    stats = json.loads((folder / "eval_results.json").read_text())
     assert set(stats) == {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class"}
     val = json.loads((root / "annotations/instances_val.json").read_text())
     assert [(r["category_id"], r["name"]) for r in stats["per_class"]] == \
@@ -58,7 +73,7 @@ def test_eval_prints_coco_table_and_writes_results(setup, tmp_path):
     with_gt = [r["AP"] for r in stats["per_class"] if r["AP"] is not None]
     assert len(with_gt) == len({a["category_id"] for a in val["annotations"]})
     np.testing.assert_allclose(np.mean(with_gt), stats["AP"], rtol=1e-6, atol=1e-9)
-    detections = json.loads((tmp_path / "coco_instances_results.json").read_text())
+    detections = json.loads((folder / "coco_instances_results.json").read_text())
     images = {i["id"] for i in json.loads((root / "annotations/instances_val.json").read_text())["images"]}
     categories = {c["id"] for c in json.loads((root / "annotations/instances_val.json").read_text())["categories"]}
     assert detections and {d["image_id"] for d in detections} <= images
@@ -108,19 +123,6 @@ def test_eval_refuses_a_checkpoint_of_another_model(setup, tmp_path):
     assert "checkpoint does not match the model" in out.stderr and "shape mismatches" in out.stderr
 
 
-# batch 1: an untrained model's near-tied token scores make results depend on batch company
-SHARDED = TINY + ["train.eval_batch_size=1"]
-
-
-@pytest.fixture(scope="module")
-def single_eval(setup, tmp_path_factory):
-    root, ckpt, _ = setup
-    out = tmp_path_factory.mktemp("single_eval")
-    single = run_eval(ckpt, ["--data", str(root)] + SHARDED + [f"train.output_dir={out}"])
-    assert single.returncode == 0, single.stderr[-3000:]
-    return out
-
-
 @pytest.mark.parametrize("nodes", [1, 2])
 def test_distributed_eval_gathers_the_same_detections_on_rank_0(setup, single_eval, tmp_path, nodes):
     """Two CPU workers, each with its shard of the 5 images: scripts/run_eval.sh with DEVICE_NUM=2
@@ -146,9 +148,9 @@ def test_distributed_eval_gathers_the_same_detections_on_rank_0(setup, single_ev
         return sorted((d["image_id"], d["category_id"], round(d["score"], 5), *(round(v, 3) for v in d["bbox"]))
                       for d in rows)
 
-    assert detections(tmp_path / "dist") == detections(single_eval)
+    assert detections(tmp_path / "dist") == detections(single_eval[0])
     assert json.loads((tmp_path / "dist" / "eval_results.json").read_text()) == \
-        json.loads((single_eval / "eval_results.json").read_text())
+        json.loads((single_eval[0] / "eval_results.json").read_text())
 
 
 def test_eval_on_converted_golden_weights_reproduces_the_fixture(golden_dir, tmp_path):
