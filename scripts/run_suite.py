@@ -36,20 +36,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (name, test files, heavy) in the order they start; "rest" stands for every file not named here
 JOBS = (
-    # the files that compare with one process's whole-batch gradients, computed once (tests/whole_batch.py)
-    ("whole_batch", ["tests/test_distributed.py", "tests/test_accumulation.py", "tests/test_recompute.py"], False),
+    ("parity", ["tests/test_parity.py"], True),
+    ("eval", ["tests/test_eval.py"], False),
+    ("rest", None, False),
     ("static_canvas", ["tests/test_static_canvas.py"], True),
     ("train", ["tests/test_train.py"], False),
+    ("resume", ["tests/test_resume.py"], False),
+    ("portability", ["tests/test_portability.py"], False),
+    # the files that compare with one process's whole-batch gradients, computed once (tests/whole_batch.py)
+    ("whole_batch", ["tests/test_distributed.py", "tests/test_accumulation.py", "tests/test_recompute.py"], False),
+    ("grad_parity", ["tests/test_grad_parity.py"], True),
+    ("export", ["tests/test_export.py", "tests/test_onnx_graph.py", "tests/test_infer.py"], False),
     ("launch", ["tests/test_fine_tuning.py", "tests/test_bench_train.py", "tests/test_converter.py",
                 "tests/test_launchers.py", "tests/test_cpu_isa.py", "tests/test_ops_devices.py",
                 "tests/test_imports.py"], False),
-    ("export", ["tests/test_export.py", "tests/test_onnx_graph.py", "tests/test_infer.py"], False),
-    ("parity", ["tests/test_parity.py"], True),
-    ("resume", ["tests/test_resume.py"], False),
-    ("rest", None, False),
-    ("eval", ["tests/test_eval.py"], False),
-    ("grad_parity", ["tests/test_grad_parity.py"], True),
-    ("portability", ["tests/test_portability.py"], False),
 )
 
 
