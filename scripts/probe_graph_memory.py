@@ -1,13 +1,16 @@
 """Which operators MindSpore's CPU graph runtime keeps allocated until the end of a graph.
 
-    python scripts/probe_graph_memory.py [--probes NAME ...] [--shape 1 203 336 96]
+    python scripts/probe_graph_memory.py [--probes NAME ...] [--shape 1 203 336 96] [--grad]
 
 Each probe compiles, in a process of its own, a graph of ``links`` steps ``x = sin(op(x))`` on
 one float32 tensor (default: the 26 MB stage-0 map of Swin-T at 800x1333) and runs it twice,
 for 1 and for 9 links; the growth of the peak resident set from 1 to 9 links, per link and in
 units of the tensor's size, is what each call of ``op`` leaves allocated until the graph ends:
 about 0 when its memory is reused once nothing reads it (``sin`` alone is the baseline), about
-k when k tensors' worth stay. The model code avoids the patterns that hold memory (README,
+k when k tensors' worth stay. With ``--grad`` the graph is the chain's gradient w.r.t. ``x``
+(``ops.GradOperation``): the backward needs some forward tensors (``sin`` keeps its input for
+``cos``), so the baseline is about 1 and an op that makes the backward keep a full-size operand
+(an explicitly broadcast one, say) shows above it. The model code avoids the patterns that hold memory (README,
 "Graph-mode memory on CPU"); this script is how they were found, and how to check them on
 another MindSpore version.
 """
@@ -54,6 +57,7 @@ from src.layers.portable_backward import GELU
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 shape = {shape!r}
 links = {links}
+grad = {grad}
 V = Tensor(np.full(shape[-1:], 1.0001, np.float32))
 NCHW = (shape[0], shape[-1], shape[1], int(np.prod(shape[2:-1])))  # the same values read as an image
 PERM = Tensor(np.random.default_rng(0).permutation(int(np.prod(shape[:-1]))).astype(np.int32))
@@ -82,17 +86,30 @@ class Chain(nn.Cell):
         return x
 
 
+class Gradient(nn.Cell):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.grad = net, ops.GradOperation()
+
+    def construct(self, x):
+        return self.grad(self.net)(x)
+
+
+def probe():
+    return Gradient(Chain()) if grad else Chain()
+
+
 x = Tensor(np.random.default_rng(0).random(shape).astype(np.float32))
-Chain()(x).asnumpy()
-Chain()(x).asnumpy()
+probe()(x).asnumpy()
+probe()(x).asnumpy()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 os._exit(0)
 '''
 
 
-def peak_kb(expr, shape, links):
+def peak_kb(expr, shape, links, grad):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = CHILD.format(root=root, shape=tuple(shape), links=links, expr=expr)
+    code = CHILD.format(root=root, shape=tuple(shape), links=links, expr=expr, grad=grad)
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"probe_graph_memory_{os.getpid()}.py")
     with open(path, "w") as f:
         f.write(code)  # MindSpore compiles a Cell from its source file
@@ -109,18 +126,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--probes", nargs="*", default=list(PROBES), choices=list(PROBES))
     parser.add_argument("--shape", nargs="+", type=int, default=[1, 203, 336, 96])
+    parser.add_argument("--grad", action="store_true", help="probe the chain's gradient graph instead")
     args = parser.parse_args(argv)
     import mindspore as ms
     import numpy as np
 
     tensor_kb = int(np.prod(args.shape)) * 4 / 1024
-    print(f"MindSpore {ms.__version__}, CPU graph mode, float32 tensor {tuple(args.shape)} "
+    graphs = "gradient graphs" if args.grad else "forward graphs"
+    print(f"MindSpore {ms.__version__}, CPU graph mode, {graphs}, float32 tensor {tuple(args.shape)} "
           f"({tensor_kb / 1024:.1f} MiB); held until the graph ends, per call, in tensors")
     print(f"| {'probe':20s} | {'what':62s} | held |")
     print(f"|{'-' * 22}|{'-' * 64}|------|")
     for name in args.probes:
         what, expr = PROBES[name]
-        held = (peak_kb(expr, args.shape, 9) - peak_kb(expr, args.shape, 1)) / 8 / tensor_kb
+        held = (peak_kb(expr, args.shape, 9, args.grad) - peak_kb(expr, args.shape, 1, args.grad)) / 8 / tensor_kb
         print(f"| {name:20s} | {what:62s} | {held:4.1f} |", flush=True)
     return 0
 
