@@ -215,11 +215,10 @@ def batch_tensors(trainer):
 OVERFIT_STEPS = 30
 
 
-def overfit(trainer):
-    """``OVERFIT_STEPS`` train steps on ``trainer``'s first batch in training mode: (the first
-    step's total and weighted losses, computed from the initial weights; the totals of the applied
-    steps; the number of skipped steps)."""
-    inputs = batch_tensors(trainer)
+def overfit(trainer, inputs):
+    """``OVERFIT_STEPS`` train steps on ``inputs`` (``batch_tensors(trainer)``) in training mode:
+    (the first step's total and weighted losses, computed from the initial weights; the totals of
+    the applied steps; the number of skipped steps)."""
     trainer.model.set_train(True)  # batch statistics (the quick-start backbone has trainable BN)
     totals, skipped = [], 0
     for step in range(OVERFIT_STEPS):
@@ -238,7 +237,7 @@ def float32_run(tiny_data, tmp_path_factory):
     """The float32 model overfitting one batch (``overfit``) and its parameter names: the
     reference of both float16 levels, trained once."""
     trainer = tiny_trainer(tiny_data, tmp_path_factory.mktemp("fp32"))
-    return overfit(trainer), [p.name for p in trainer.model.get_parameters()]
+    return overfit(trainer, batch_tensors(trainer)), [p.name for p in trainer.model.get_parameters()]
 
 
 def test_overfits_one_batch(float32_run):
@@ -258,7 +257,8 @@ def test_float16_training(tiny_data, tmp_path, float32_run, level, inference_mod
     ((ref_total, ref_losses), _, _), ref_names = float32_run
     scale = 2.0 ** 16
     trainer = tiny_trainer(tiny_data, tmp_path, [f"train.amp_level={level}", f"train.loss_scale={scale}"])
-    (total, losses), totals, skipped = overfit(trainer)
+    inputs = batch_tensors(trainer)
+    (total, losses), totals, skipped = overfit(trainer, inputs)
     np.testing.assert_allclose(total, ref_total, rtol=1e-3)
     np.testing.assert_allclose(losses, ref_losses, rtol=3e-2, atol=3e-3)
     assert skipped >= 1  # 2**16 x the loss overflows float16 in the backward
@@ -269,7 +269,6 @@ def test_float16_training(tiny_data, tmp_path, float32_run, level, inference_mod
     # the float16 wrappers keep every parameter name: checkpoints load into a float32 model
     assert [p.name for p in trainer.model.get_parameters()] == ref_names
 
-    inputs = batch_tensors(trainer)
     with mode_scope(inference_mode):
         net = InferenceNet(trainer.model, trainer.cfg.model.num_select)
         scores, labels, boxes, keep = net(inputs[0], inputs[1], inputs[1])
