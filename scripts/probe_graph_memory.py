@@ -9,10 +9,9 @@ units of the tensor's size, is what each call of ``op`` leaves allocated until t
 about 0 when its memory is reused once nothing reads it (``sin`` alone is the baseline), about
 k when k tensors' worth stay. With ``--grad`` the graph is the chain's gradient w.r.t. ``x``
 (``ops.GradOperation``): the backward needs some forward tensors (``sin`` keeps its input for
-``cos``), so the baseline is about 1 and an op that makes the backward keep a full-size operand
-(an explicitly broadcast one, say) shows above it. The model code avoids the patterns that hold memory (README,
-"Graph-mode memory on CPU"); this script is how they were found, and how to check them on
-another MindSpore version.
+``cos``), so the baseline is about 1 and an op whose backward keeps more than it needs shows
+above it. The model code avoids the patterns that hold memory (README, "Graph-mode memory on
+CPU"); this script is how they were found, and how to check them on another MindSpore version.
 """
 import argparse
 import os
