@@ -79,11 +79,10 @@ def run_train_model(model, g, meta, mode, matcher="auto"):
     return out
 
 
-def run_grad_model(model, g, meta, mode, matcher="auto", canvas=None):
-    """One ``ops.value_and_grad`` of the model + criterion (the training fixture's inputs, replayed
-    denoising draws, teacher-forced two-stage top-k) w.r.t. every trainable parameter of the
-    port: the plain float32 sum of the weighted losses, as the training step differentiates it.
-    Returns {'total_loss', 'losses', 'grads': {port name: numpy gradient}}."""
+def grad_step(model, g, meta, mode, matcher="auto", canvas=None):
+    """The Cell that ``run_grad_model`` runs and its inputs: one ``ops.value_and_grad`` of the
+    model + criterion (its ``net``, the loss alone) w.r.t. every trainable parameter, on the
+    training fixture's inputs. Returns (step, inputs, parameters)."""
     from mindspore import ParameterTuple, nn, ops
 
     set_mode(mode)
@@ -116,7 +115,16 @@ def run_grad_model(model, g, meta, mode, matcher="auto", canvas=None):
 
     boxes, labels, valid, image_sizes, canvas_hw, dn_targets = targets
     step = GradStep(ModelLoss(model, train_criterion(model, meta, matcher), canvas_hw), ParameterTuple(params))
-    (total, losses), grads = step(*model_in, boxes, labels, valid, image_sizes, dn_targets)
+    return step, (*model_in, boxes, labels, valid, image_sizes, dn_targets), params
+
+
+def run_grad_model(model, g, meta, mode, matcher="auto", canvas=None):
+    """One ``ops.value_and_grad`` of the model + criterion (the training fixture's inputs, replayed
+    denoising draws, teacher-forced two-stage top-k) w.r.t. every trainable parameter of the
+    port: the plain float32 sum of the weighted losses, as the training step differentiates it.
+    Returns {'total_loss', 'losses', 'grads': {port name: numpy gradient}}."""
+    step, inputs, params = grad_step(model, g, meta, mode, matcher, canvas)
+    (total, losses), grads = step(*inputs)
     return {"total_loss": float(total.asnumpy()), "losses": [float(v.asnumpy()) for v in losses],
             "grads": {p.name: gr.asnumpy() for p, gr in zip(params, grads)},
             "frozen": [p.name for p in model.get_parameters() if not p.requires_grad],
