@@ -41,6 +41,10 @@ PROBES = {
     "gelu_portable": ("src.layers.portable_backward.GELU: multiplies by sqrt(1/2)", "GELU_CELL(x)"),
     "layer_norm": ("LayerNorm over the last axis", "LAYER_NORM(x)"),
     "softmax": ("softmax over the last axis", "ops.softmax(x, -1)"),
+    "softmax_matmul": ("attention core: softmax(x, -1) @ v, v = x[:, :, :C]",
+                       "ops.matmul(ops.softmax(x, -1), x[:, :, :x.shape[-1]])"),
+    "softmax_product": ("src.layers.attention.softmax_product(x, v): its own backward",
+                        "softmax_product(x, x[:, :, :x.shape[-1]])"),
     "conv3x3": ("3x3 convolution, C -> C, padded (the tensor read as NCHW)", "CONV3(x.reshape(NCHW)).reshape(x.shape)"),
 }
 
@@ -50,6 +54,7 @@ sys.path.insert(0, {root!r})
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
+from src.layers.attention import softmax_product
 from src.layers.elementwise import divide
 from src.layers.masking import masked_fill
 from src.layers.portable_backward import GELU

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn, ops
 
-from src.layers.attention import MultiheadAttention
+from src.layers.attention import MASK_VALUE, MultiheadAttention, softmax_product
 from src.layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid, pairwise_generalized_box_iou
 from src.layers.elementwise import divide
 from src.layers.extent import smallest
@@ -179,6 +179,40 @@ class WeightedSum(nn.Cell):
 
     def construct(self, *args):
         return (self.fn(*args) * self.weights).sum()
+
+
+@pytest.mark.parametrize("v_dtype", [np.float32, np.float16])
+def test_softmax_product_equals_softmax_then_matmul_forward_and_backward(mode, v_dtype):
+    """The attention core with its own backward: softmax(logits) @ v and both gradients against
+    float64 NumPy (softmax's closed-form backward) and against MindSpore's differentiation of
+    the same expression; blocked logits (MASK_VALUE), one row fully blocked (a uniform row), v in
+    float16 as under mixed precision (the softmax stays float32)."""
+    logits = RNG.normal(size=(2, 3, 5, 7)).astype(np.float32) * 3
+    logits[RNG.random(logits.shape) < 0.3] = MASK_VALUE
+    logits[0, 1, 2] = MASK_VALUE
+    v = RNG.normal(size=(2, 3, 7, 4)).astype(v_dtype)
+    weights = RNG.normal(size=(2, 3, 5, 4)).astype(np.float32)
+
+    def theirs_fn(a, b):
+        return ops.matmul(ops.cast(ops.softmax(a, -1), b.dtype), b)
+
+    ours, theirs = WeightedSum(softmax_product, weights), WeightedSum(theirs_fn, weights)
+    w = np_softmax(logits.astype(np.float64))
+    w64 = w.astype(v_dtype).astype(np.float64) if v_dtype == np.float16 else w  # the product's operand
+    d_w = weights.astype(np.float64) @ v.astype(np.float64).transpose(0, 1, 3, 2)
+    want = (w64 @ v.astype(np.float64),
+            w * (d_w - (w * d_w).sum(-1, keepdims=True)), w64.transpose(0, 1, 3, 2) @ weights.astype(np.float64))
+    tol = dict(rtol=1e-5, atol=1e-5) if v_dtype == np.float32 else dict(rtol=2e-3, atol=2e-3)
+    inputs = (Tensor(logits), Tensor(v))
+    out = Fn(softmax_product)(*inputs)
+    assert out.dtype == ms.float16 if v_dtype == np.float16 else ms.float32
+    np.testing.assert_allclose(out.asnumpy().astype(np.float64), want[0], **tol)
+    got = ms.grad(ours, (0, 1))(*inputs)
+    autodiff = ms.grad(theirs, (0, 1))(*inputs)
+    for g, a, exact in zip(got, autodiff, want[1:]):
+        assert g.dtype == a.dtype
+        np.testing.assert_allclose(g.asnumpy().astype(np.float64), exact, **tol)
+        np.testing.assert_allclose(g.asnumpy(), a.asnumpy(), **tol)
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])

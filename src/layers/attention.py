@@ -1,4 +1,5 @@
-"""Multi-head attention with torch ``nn.MultiheadAttention`` parameter layout."""
+"""Multi-head attention with torch ``nn.MultiheadAttention`` parameter layout, and the
+softmax-weighted sum at its core (also Swin's window attention)."""
 import math
 
 import mindspore as ms
@@ -11,6 +12,46 @@ from .masking import masked_fill
 # Finite "minus infinity": exp() underflows to exactly 0 like -inf, but a fully blocked row
 # gives a uniform row instead of NaN.
 MASK_VALUE = -1e30
+
+_MATMUL_TA = ops.BatchMatMul(transpose_a=True)
+_MATMUL_TB = ops.BatchMatMul(transpose_b=True)
+
+
+class SoftmaxProduct(nn.Cell):
+    """``softmax(logits, -1) @ v`` with a backward that keeps only the weights.
+
+    Differentiated by MindSpore 2.10, the softmax's backward broadcasts its row sums implicitly,
+    and in CPU graph mode that holds about eight (Lq, Lk) tensors per attention until the graph
+    ends (``scripts/probe_graph_memory.py --grad``); the decoder's self-attention over 900
+    queries and the denoising groups made it the largest part of the training graph. Here the
+    weights are the forward's second output, which the ``bprop`` reads, and the row sums are
+    broadcast explicitly: one (Lq, Lk) tensor is kept, the weights the backward needs. The
+    formula is softmax's own, d logits = w * (dw - sum(w * dw)), with dw = dout @ v^T and
+    dv = w^T @ dout. The weights are multiplied in v's dtype (float16 training) and kept in the
+    logits' dtype, in which the softmax and its backward run."""
+
+    def construct(self, logits, v):
+        weights = ops.softmax(logits, -1)
+        return ops.matmul(ops.cast(weights, v.dtype), v), weights
+
+    def bprop(self, logits, v, out, dout):
+        weights, dout = out[1], dout[0]
+        grad_v = _MATMUL_TA(ops.cast(weights, v.dtype), dout)
+        grad_weights = ops.cast(_MATMUL_TB(dout, v), weights.dtype)
+        row = ops.sum(weights * grad_weights, -1, keepdim=True)
+        return weights * (grad_weights - ops.broadcast_to(row, weights.shape)), grad_v
+
+
+# one stateless Cell shared by every attention, kept out of the Cell trees it serves: a child
+# Cell would be cast along with its parent by ``to_float`` (src/engine/mixed_precision.py), and
+# the softmax must stay in the logits' dtype
+_SOFTMAX_PRODUCT = SoftmaxProduct()
+
+
+def softmax_product(logits, v):
+    """``ops.matmul(ops.softmax(logits, -1), v)`` for (..., Lq, Lk) logits and (..., Lk, D) v.
+    The weights are not returned: the backward ignores their gradient."""
+    return _SOFTMAX_PRODUCT(logits, v)[0]
 
 
 class MultiheadAttention(nn.Cell):
@@ -53,7 +94,6 @@ class MultiheadAttention(nn.Cell):
             logits = masked_fill(logits, attn_mask[None, None], MASK_VALUE)
         if key_padding_mask is not None:
             logits = masked_fill(logits, key_padding_mask[:, None, None, :], MASK_VALUE)
-        weights = ops.cast(ops.softmax(logits, -1), v.dtype)
-        out = ops.matmul(weights, v).transpose(0, 2, 1, 3)
+        out = softmax_product(logits, v).transpose(0, 2, 1, 3)
         bsz, n = out.shape[0], out.shape[1]
         return self.out_proj(out.reshape(bsz, n, self.embed_dim))

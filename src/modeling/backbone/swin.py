@@ -35,6 +35,7 @@ from mindcv.models.layers.drop_path import DropPath
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
+from ...layers.attention import softmax_product
 from ...layers.elementwise import broadcast_constant
 from ...layers.portable_backward import GELU, concat
 
@@ -214,8 +215,7 @@ class WindowAttention(nn.Cell):
             attn = attn.reshape(b_ // nw, nw, self.num_heads, n, n)
             attn = (attn + broadcast_constant(mask.reshape(1, nw, 1, n, n), attn.shape, attn)).reshape(
                 b_, self.num_heads, n, n)
-        attn = ops.softmax(attn, axis=-1)
-        return ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b_, n, c)
+        return softmax_product(attn, v).transpose(0, 2, 1, 3).reshape(b_, n, c)
 
     def construct(self, x, mask=None):
         """x: (num_windows*B, N, C); mask: None or (num_windows, N, N) additive."""
