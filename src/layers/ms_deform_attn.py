@@ -53,6 +53,9 @@ def level_geometry(spatial_shapes):
     return Tensor(widths), Tensor(heights), Tensor(starts)
 
 
+_BATCH_MATMUL = ops.BatchMatMul()
+
+
 class MSDeformAttnCoreGather(nn.Cell):
     """The same sampling core as four-corner bilinear interpolation with ``ops.gather``.
 
@@ -84,10 +87,14 @@ class MSDeformAttnCoreGather(nn.Cell):
             indices += (ops.where(inside, flat, 0),)
         # (B,Q,M,L,P,4) -> (B*M, Q*L*P*4): one gather per head over its value rows
         idx = ops.stack(indices, -1).transpose(0, 2, 1, 3, 4, 5).reshape(bsz * heads, nq * levels * points * 4)
-        wts = ops.stack(weights, -1).transpose(0, 2, 1, 3, 4, 5).reshape(bsz * heads, nq, levels * points * 4, 1)
+        wts = ops.stack(weights, -1).transpose(0, 2, 1, 3, 4, 5).reshape(bsz * heads, nq, 1, levels * points * 4)
         v = value.transpose(0, 2, 1, 3).reshape(bsz * heads, -1, dim)
         sampled = gather_rows(v, idx).reshape(bsz * heads, nq, levels * points * 4, dim)
-        out = (sampled * wts).sum(2).reshape(bsz, heads, nq, dim)
+        # the weighted sum over the samples as a product, not (sampled * wts).sum(2): the implicit
+        # broadcast of wts along the channels kept two 8-byte indices per sampled element for the
+        # graph's life; BatchMatMul, not ops.matmul, whose backward transposes the samples
+        # (src/tools/graph_memory.py)
+        out = _BATCH_MATMUL(wts, sampled).reshape(bsz, heads, nq, dim)
         return out.transpose(0, 2, 1, 3).reshape(bsz, nq, heads * dim)
 
 
