@@ -1,5 +1,5 @@
-"""Start-up benchmark: wall seconds of a whole ``infer.py`` / ``eval.py`` / ``train.py`` process,
-started three times side by side: with the compile cache off, with an empty cache (the first
+"""Start-up benchmark: wall seconds and peak resident memory of a whole ``infer.py`` / ``eval.py`` /
+``train.py`` process, started three times side by side: with the compile cache off, with an empty cache (the first
 start, which also saves the graphs), and again (the second start, which loads them).
 
     python scripts/bench_startup.py --entry infer --config config/focus_detr_r50_4scale_36ep.yaml \
@@ -8,7 +8,8 @@ start, which also saves the graphs), and again (the second start, which loads th
 
 Why: in graph mode most of a start is compiling (``src.runtime.enable_compile_cache`` says when
 a start may load the graphs of an earlier one); this measures what a user waits for, imports,
-weights and data included.
+weights and data included. The peak resident set (the process's own, from ``wait4``) shows what
+compiling costs in memory: a graph loaded from the cache skips the compiler's working memory.
 
 What runs: ``infer`` draws the detections of one synthetic image of --height x --width with
 ``data.eval_canvases`` set to that canvas; ``eval`` evaluates two synthetic images of that
@@ -75,6 +76,18 @@ def command(args, tmp, ckpt, data, image, run):
             "train.checkpoint_period=0", f"train.output_dir={out}"]
 
 
+def run_measured(cmd, env, log_path):
+    """(wall seconds, exit code, peak resident GB, output) of one process."""
+    with open(log_path, "w+") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        return seconds, proc.returncode, usage.ru_maxrss / 2**20, log.read()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entry", choices=("infer", "eval", "train"), required=True)
@@ -87,17 +100,16 @@ def main():
     try:
         ckpt, data, image = write_inputs(args, tmp)
         cache = os.path.join(tmp, "cache")
-        times = {}
+        times, peaks = {}, {}
         for run, root in (("cache_off", "off"), ("first_start", cache), ("second_start", cache)):
             env = dict(os.environ, FOCUS_DETR_COMPILE_CACHE=root)
-            start = time.perf_counter()
-            done = subprocess.run([sys.executable, *command(args, tmp, ckpt, data, image, run), *args.opts],
-                                  cwd=REPO, env=env, capture_output=True, text=True)
-            times[run] = time.perf_counter() - start
-            if done.returncode != 0:
-                raise SystemExit(f"{run}: {args.entry} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-            lines = [line for line in (done.stdout + done.stderr).splitlines() if "compile cache:" in line]
-            print(f"{run:>12}: {times[run]:6.1f} s   {lines[0].split('compile cache:')[1].strip() if lines else ''}")
+            cmd = [sys.executable, *command(args, tmp, ckpt, data, image, run), *args.opts]
+            times[run], code, peaks[run], output = run_measured(cmd, env, os.path.join(tmp, f"{run}.log"))
+            if code != 0:
+                raise SystemExit(f"{run}: {args.entry} failed:\n{output[-4000:]}")
+            lines = [line for line in output.splitlines() if "compile cache:" in line]
+            print(f"{run:>12}: {times[run]:6.1f} s  peak {peaks[run]:5.2f} GB   "
+                  f"{lines[0].split('compile cache:')[1].strip() if lines else ''}")
         import mindspore as ms
 
         from src.runtime import cpu_name
@@ -105,7 +117,8 @@ def main():
               f"{times['second_start'] / times['cache_off']:.2f}")
         canvas = [] if args.entry == "train" else [f"canvas={args.height}x{args.width}"]
         print("bench_startup: " + " ".join([f"entry={args.entry}", f"config={os.path.basename(args.config)}", *canvas]
-                                           + [f"{k}_s={v:.1f}" for k, v in times.items()]))
+                                           + [f"{k}_s={v:.1f}" for k, v in times.items()]
+                                           + [f"{k}_gb={v:.2f}" for k, v in peaks.items()]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -15,7 +15,7 @@ from mindspore.common.initializer import XavierUniform, initializer
 from .elementwise import divide
 from .levels import level_starts
 from .masking import zero_masked_rows
-from .token_ops import gather_rows
+from .token_ops import flat_row_indices
 
 
 class MSDeformAttnCoreReference(nn.Cell):
@@ -54,6 +54,37 @@ def level_geometry(spatial_shapes):
 
 
 _BATCH_MATMUL = ops.BatchMatMul()
+_BATCH_MATMUL_TA = ops.BatchMatMul(transpose_a=True)
+_BATCH_MATMUL_TB = ops.BatchMatMul(transpose_b=True)
+_GATHER = ops.Gather()
+_SEGMENT_SUM = ops.UnsortedSegmentSum()
+
+
+class WeightedSamples(nn.Cell):
+    """out[b, q] = wts[b, q] @ rows[idx[b, q]]: rows (N, C), idx (B, Q*K) int rows, wts (B, Q, 1, K)
+    -> (B, Q, 1, C). The gathered (B, Q, K, C) samples are the largest tensor of the deformable
+    sampling (K = levels x points x 4 corners, 64 samples per query); differentiated by MindSpore
+    the product's backward keeps them from the forward to the backward, for every layer. This
+    backward gathers them again instead (one row gather, no arithmetic) and keeps only rows, idx
+    and wts: d wts = dout @ samples^T, d rows = the rows of wts^T @ dout summed into their sources
+    (the gather's own gradient, ``UnsortedSegmentSum``). Primitives only: MindSpore 2.10 fails to
+    compile a ``bprop`` that calls a functional op its forward also calls ("func graph is empty")."""
+
+    def construct(self, rows, idx, wts):
+        bsz, nq, _, k = wts.shape
+        return _BATCH_MATMUL(wts, _GATHER(rows, idx, 0).reshape(bsz, nq, k, rows.shape[-1]))
+
+    def bprop(self, rows, idx, wts, out, dout):
+        bsz, nq, _, k = wts.shape
+        samples = _GATHER(rows, idx, 0).reshape(bsz, nq, k, rows.shape[-1])
+        grad_samples = _BATCH_MATMUL_TA(wts, dout).reshape(bsz * nq * k, rows.shape[-1])
+        grad_rows = _SEGMENT_SUM(grad_samples, idx.reshape(-1), rows.shape[0])
+        return grad_rows, ops.zeros_like(idx), _BATCH_MATMUL_TB(dout, samples)
+
+
+# stateless, shared, and outside the Cell trees: ``to_float`` casts a child Cell's inputs
+# (src/engine/mixed_precision.py), and this one computes in the dtype it is given
+_WEIGHTED_SAMPLES = WeightedSamples()
 
 
 class MSDeformAttnCoreGather(nn.Cell):
@@ -89,12 +120,11 @@ class MSDeformAttnCoreGather(nn.Cell):
         idx = ops.stack(indices, -1).transpose(0, 2, 1, 3, 4, 5).reshape(bsz * heads, nq * levels * points * 4)
         wts = ops.stack(weights, -1).transpose(0, 2, 1, 3, 4, 5).reshape(bsz * heads, nq, 1, levels * points * 4)
         v = value.transpose(0, 2, 1, 3).reshape(bsz * heads, -1, dim)
-        sampled = gather_rows(v, idx).reshape(bsz * heads, nq, levels * points * 4, dim)
-        # the weighted sum over the samples as a product, not (sampled * wts).sum(2): the implicit
-        # broadcast of wts along the channels kept two 8-byte indices per sampled element for the
-        # graph's life; BatchMatMul, not ops.matmul, whose backward transposes the samples
-        # (src/tools/graph_memory.py)
-        out = _BATCH_MATMUL(wts, sampled).reshape(bsz, heads, nq, dim)
+        # the weighted sum over the samples as a product, not (samples * wts).sum(2): the implicit
+        # broadcast of wts along the channels kept two 8-byte indices per sample for the graph's
+        # life (src/tools/graph_memory.py)
+        out = _WEIGHTED_SAMPLES(v.reshape(-1, dim), flat_row_indices(idx, v.shape[1]), wts)
+        out = out.reshape(bsz, heads, nq, dim)
         return out.transpose(0, 2, 1, 3).reshape(bsz, nq, heads * dim)
 
 

@@ -12,8 +12,13 @@ def gather_rows(x, idx):
     batch flattened to B*S rows. Not ``ops.gather(x, idx, 1, batch_dims=1)``: MindSpore 2.10's ONNX
     exporter drops ``batch_dims`` (the Gather it writes takes every image's rows for every image)."""
     bsz, rows = x.shape[0], x.shape[1]
-    offsets = ops.arange(bsz, dtype=idx.dtype).reshape((bsz,) + (1,) * (idx.ndim - 1)) * rows
-    return ops.gather(x.reshape((bsz * rows,) + x.shape[2:]), idx + offsets, 0)
+    return ops.gather(x.reshape((bsz * rows,) + x.shape[2:]), flat_row_indices(idx, rows), 0)
+
+
+def flat_row_indices(idx, rows):
+    """idx (B,...) rows of each image's ``rows`` -> the same rows of the batch flattened to B*rows."""
+    bsz = idx.shape[0]
+    return idx + ops.arange(bsz, dtype=idx.dtype).reshape((bsz,) + (1,) * (idx.ndim - 1)) * rows
 
 
 class RowGatherReference(nn.Cell):
