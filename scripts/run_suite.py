@@ -10,11 +10,11 @@ ends, and each job's pytest process is a fresh pool (tests/conftest.py also coll
 of finished tests, so that a job's peak is its largest test, not their sum). Why two at a time:
 a CPU graph compile keeps one core busy, and this project's CI machine has two. The jobs below
 are groups of test files, started in an order that makes the two slots end close together (found
-by simulating the durations measured on the 2-core VM, README "Tests"); the three files that
-compile the full-size R50 model's training graph (``heavy``: 10-12 GB each) never run beside
-each other, so the machine holds one of them and one light job at most. Every test file belongs
-to exactly one job: the files no job names form the ``rest`` job, so a new test file is never
-left out.
+by simulating the durations measured on the 2-core VM, README "Tests"); the three jobs that
+compile the full-size R50 model's training graphs (``heavy``: 5-7 GB each, README "Tests") never
+run beside each other, so the machine holds one of them and one light job at most. Every test belongs to
+exactly one job (a file two jobs name is split between them by complementary ``-k`` selections):
+the files no job names form the ``rest`` job, so a new test file is never left out.
 
 Each job's output is printed when it ends; the last lines give each job's time, cores busy and
 peak resident set (its pytest process, from /usr/bin/time where present), the peak of the

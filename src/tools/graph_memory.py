@@ -12,11 +12,15 @@ therefore keeps them per node, not per moment (README, "Graph-mode memory on CPU
 A graph's IR (``mindspore.set_context(save_graphs=1, save_graphs_path=DIR)``, file
 ``graph_build_*.ir``) gives every kernel node with its input and output shapes and the source
 lines it came from; ``held_nodes`` lists the nodes of those kinds at or above a size, and the
-command prints them grouped by source line, largest first.
+command prints them grouped by source line, largest first. A node the compiler merged with
+equal ones (``equiv_`` in its name) or made for the backward carries the source lines of one
+origin only: read the shapes too.
 """
 import argparse
 import collections
+import itertools
 import math
+import os
 import re
 
 # element-wise primitives that broadcast their operands inside the kernel
@@ -38,8 +42,8 @@ def _shapes(text):
 
 def held_nodes(ir_text, min_elements=1, source_root=None):
     """The nodes of a ``graph_build`` IR whose kernels keep output-sized tables: implicit
-    broadcasts (an operand of more than one element whose shape differs from the output's),
-    ``Div`` and ``Transpose``; each with at least ``min_elements`` output elements. ``source``
+    broadcasts (an operand of another shape than the output's, of more than one element except
+    for ``Select``), ``Div`` and ``Transpose``; each with at least ``min_elements`` output elements. ``source``
     is the innermost source line under ``source_root`` (every line when None)."""
     lines = ir_text.split("\n")
     found = []
@@ -53,12 +57,13 @@ def held_nodes(ir_text, min_elements=1, source_root=None):
             continue
         if primitive in ALWAYS_HELD:
             kind = primitive
-        elif primitive in BROADCASTING and any(s != output[0] and math.prod(s) > 1 for s in inputs):
-            kind = "broadcast"
+        elif primitive in BROADCASTING and any(s != output[0] and (math.prod(s) > 1 or primitive == "Select")
+                                               for s in inputs):
+            kind = "broadcast"  # a scalar operand costs no table, except Select's (probe_graph_memory: 6.0)
         else:
             continue
         source = ""
-        for following in lines[i + 2:]:
+        for following in itertools.islice(lines, i + 2, None):
             if _NODE.match(following):
                 break
             if _SOURCE in following and (source_root is None or source_root in following):
@@ -71,7 +76,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ir", help="a graph_build_*.ir file")
     parser.add_argument("--min-elements", type=int, default=1_000_000)
-    parser.add_argument("--source-root", default=None, help="attribute each node to the innermost line under this path")
+    parser.add_argument("--source-root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        help="attribute each node to the innermost source line under this path (default: src/)")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args(argv)
     with open(args.ir) as f:
