@@ -8,7 +8,7 @@ post-processing in one graph; it is the Cell that export.py writes to MINDIR.
 """
 import mindspore as ms
 import numpy as np
-from mindspore import nn
+from mindspore import Tensor, nn
 from mindspore.ops import functional as F
 
 from .checkpoint import load_port_checkpoint
@@ -17,6 +17,7 @@ from .data.loader import choose_canvas, pad_to_canvas
 from .data.transforms import resize_image, resize_shortest_edge_size
 from .modeling.build import build_model
 from .modeling.postprocess import PostProcess
+from .runtime import release_freed_memory
 
 
 def read_image(path):
@@ -74,7 +75,19 @@ class InferenceNet(nn.Cell):
         model.set_capture(with_focus)
         self.focus_names = focus_capture_names(model) if with_focus else ()
         self.focus_index = tuple(model.capture_names().index(n) for n in self.focus_names)
+        self.compiled_inputs = set()
         self.set_train(False)
+
+    def compile(self, *args, **kwargs):
+        """MindSpore compiles (or finds compiled) before every graph-mode call; after the first
+        compile for an input shape, the memory the compiler freed goes back to the system before
+        the graph runs (R50 at 800x1333: 2.37 -> 1.84 GB resident after compiling, process peak
+        2.97 -> 2.44 GB, README "Graph-mode memory on CPU")."""
+        super().compile(*args, **kwargs)
+        signature = tuple((tuple(a.shape), str(a.dtype)) for a in args if isinstance(a, Tensor))
+        if signature not in self.compiled_inputs:
+            self.compiled_inputs.add(signature)
+            release_freed_memory()
 
     def construct(self, images, image_sizes, orig_sizes):
         outputs, captured = self.model(images, image_sizes)

@@ -130,6 +130,23 @@ def mode_scope(mode):
         ms.set_context(mode=previous)
 
 
+def release_freed_memory():
+    """Give the pages the C heap holds free back to the system (glibc's ``malloc_trim``; returns
+    False where the C library has none). Compiling a graph frees most of the compiler's working
+    memory, but glibc keeps the freed pages, and the memory pool a graph then runs in is allocated
+    beside them (README, "Graph-mode memory on CPU")."""
+    import ctypes
+    import gc
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return False
+    gc.collect()
+    trim(0)
+    return True
+
+
 def silence_cell_del_at_exit():
     """Drop the ``AttributeError`` that MindSpore 2.10's ``Cell.__del__`` raises for every live
     Cell while the interpreter shuts down (its module globals are already gone). Harmless, but
