@@ -23,9 +23,9 @@ import math
 import os
 import re
 
-# element-wise primitives that broadcast their operands inside the kernel
+# element-wise primitives that broadcast their operands inside the kernel (Div: held always, below)
 BROADCASTING = frozenset({
-    "Add", "Sub", "Mul", "Div", "RealDiv", "Maximum", "Minimum", "Pow", "FloorDiv", "Less", "LessEqual",
+    "Add", "Sub", "Mul", "RealDiv", "Maximum", "Minimum", "Pow", "FloorDiv", "Less", "LessEqual",
     "Greater", "GreaterEqual", "Equal", "NotEqual", "LogicalAnd", "LogicalOr", "Select"})
 ALWAYS_HELD = frozenset({"Div", "Transpose"})
 
