@@ -81,8 +81,8 @@ class InferenceNet(nn.Cell):
     def compile(self, *args, **kwargs):
         """MindSpore compiles (or finds compiled) before every graph-mode call; after the first
         compile for an input shape, the memory the compiler freed goes back to the system before
-        the graph runs (R50 at 800x1333: 2.37 -> 1.84 GB resident after compiling, process peak
-        2.97 -> 2.44 GB, README "Graph-mode memory on CPU")."""
+        the graph runs, instead of sitting beside the memory pool it then allocates (figures in
+        the README, "Graph-mode memory on CPU")."""
         super().compile(*args, **kwargs)
         signature = tuple((tuple(a.shape), str(a.dtype)) for a in args if isinstance(a, Tensor))
         if signature not in self.compiled_inputs:
