@@ -1,4 +1,5 @@
-"""The attention cores' gradient graphs hold no output-sized kernel tables (src/tools/graph_memory.py).
+"""The attention cores' gradient graphs hold no output-sized kernel tables, and Swin's window
+attention moves no more than q, k, v and its output between layouts (src/tools/graph_memory.py).
 
 In CPU graph mode an implicitly broadcasting element-wise kernel, ``Div`` and ``Transpose`` keep
 tables the size of their output for as long as the graph lives; the cores below are where the
@@ -16,6 +17,7 @@ from mindspore import Tensor, nn, ops
 
 from src.layers.attention import softmax_product
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather
+from src.modeling.backbone.swin import WindowAttention
 from src.runtime import mode_scope
 from src.tools.graph_memory import held_nodes
 
@@ -79,3 +81,13 @@ def test_attention_gradient_holds_no_weight_sized_table(tmp_path):
     step = Loss(softmax_product, RNG.normal(size=(2, 4, 40, 8)).astype(np.float32))
     ir = compiled_ir(step, (Tensor(logits), Tensor(v)), tmp_path)
     assert large_held(ir, math.prod(logits.shape)) == []
+
+
+def test_window_attention_transposes_q_k_v_and_output_only(tmp_path):
+    """Four head-layout transposes per window attention (q, k, v to heads-first, the output back):
+    the key's transpose for q @ k^T happens inside the product (``query_key_product``), not as a
+    fifth held tensor, in every Swin block."""
+    windows = Tensor(RNG.normal(size=(12, 49, 24)).astype(np.float32))
+    ir = compiled_ir(WindowAttention(24, 7, 3), (windows,), tmp_path)
+    transposes = [n for n in held_nodes(ir, windows.size) if n.primitive == "Transpose"]
+    assert len(transposes) == 4, [(n.inputs, n.output) for n in transposes]

@@ -42,6 +42,13 @@ class SoftmaxProduct(nn.Cell):
         return weights * (grad_weights - ops.broadcast_to(row, weights.shape)), grad_v
 
 
+def query_key_product(q, k):
+    """``q @ k^T`` for (..., Lq, D) q and (..., Lk, D) k, the transpose inside the product: a
+    ``Transpose`` node's CPU kernel keeps two 8-byte indices per element for the compiled graph's
+    life (README, "Graph-mode memory on CPU")."""
+    return _MATMUL_TB(q, k)
+
+
 # one stateless Cell shared by every attention, kept out of the Cell trees it serves: a child
 # Cell would be cast along with its parent by ``to_float`` (src/engine/mixed_precision.py), and
 # the softmax must stay in the logits' dtype
@@ -89,6 +96,9 @@ class MultiheadAttention(nn.Cell):
         k = self._project(key, 1)
         v = self._project(value, 2)
         # masking and softmax in float32: MASK_VALUE overflows float16 to -inf (NaN on blocked rows)
+        # the key transposed by its own node here (11 MB held for R50's decoder): with
+        # query_key_product the two-worker relaunch test's rounding noise reached an Adam-stepped
+        # backbone weight (README, "Distributed training", why not bit for bit)
         logits = ops.cast(ops.matmul(q, k.transpose(0, 1, 3, 2)), ms.float32)  # (B,H,Lq,Lk)
         if attn_mask is not None:
             logits = masked_fill(logits, attn_mask[None, None], MASK_VALUE)

@@ -35,7 +35,7 @@ from mindcv.models.layers.drop_path import DropPath
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from ...layers.attention import softmax_product
+from ...layers.attention import query_key_product, softmax_product
 from ...layers.elementwise import broadcast_constant
 from ...layers.portable_backward import GELU, concat
 
@@ -204,7 +204,7 @@ class WindowAttention(nn.Cell):
         q, k, v = (qkv[:, :, i * c:(i + 1) * c].reshape(b_, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
                    for i in range(3))
         q = q * self.scale
-        attn = ops.matmul(q, k.swapaxes(-2, -1))                       # (B_, nH, N, N)
+        attn = query_key_product(q, k)                                 # (B_, nH, N, N)
         bias = ops.gather(self.relative_position_bias_table, self.rel_index, 0)
         bias = bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)
         # bias and mask broadcast explicitly (README, "Graph-mode memory on CPU"); the mask is a
