@@ -29,22 +29,13 @@ from src.modeling.build import build_backbone  # noqa: E402
 from src.runtime import cpu_name, exit_process  # noqa: E402
 
 
-class _ToWindows(nn.Cell):
-    def __init__(self, block):
+class _ToHeads(nn.Cell):
+    def __init__(self, attn, size, shift):
         super().__init__()
-        self.block = block
+        self.attn, self.size, self.shift = attn, size, shift
 
-    def construct(self, x):
-        return self.block.to_windows(x)
-
-
-class _FromWindows(nn.Cell):
-    def __init__(self, block, size):
-        super().__init__()
-        self.block, self.size = block, size
-
-    def construct(self, windows):
-        return self.block.from_windows(windows, *self.size)
+    def construct(self, qkv):
+        return self.attn.to_heads(qkv, self.attn.qkv.bias, *self.size, self.shift)
 
 
 class _Attend(nn.Cell):
@@ -52,8 +43,17 @@ class _Attend(nn.Cell):
         super().__init__()
         self.attn, self.mask = attn, mask
 
-    def construct(self, qkv):
-        return self.attn.attend(qkv, self.mask)
+    def construct(self, q, k, v):
+        return self.attn.attend(q, k, v, self.mask)
+
+
+class _FromHeads(nn.Cell):
+    def __init__(self, attn, size, shift):
+        super().__init__()
+        self.attn, self.size, self.shift = attn, size, shift
+
+    def construct(self, out):
+        return self.attn.from_heads(out, *self.size, self.shift)
 
 
 class _Residual(nn.Cell):
@@ -75,19 +75,21 @@ def median_seconds(cell, args, repeat):
 
 def block_parts(block, x):
     """[(part, cell, args)] of one block on its input x (B, H, W, C), in the order they run."""
-    b, h, w, _ = x.shape
-    normed = block.norm1(x)
-    windows = block.to_windows(normed)
-    qkv = block.attn.qkv(windows)
-    attended = block.attn.attend(qkv, block.window_mask(h, w))
+    b, h, w, c = x.shape
+    attn, size, shift, mask = block.attn, (b, h, w), block.shift_size, block.window_mask(h, w)
+    tokens = block.norm1(x).reshape(-1, c)
+    qkv = attn.qkv(tokens)
+    heads = attn.to_heads(qkv, attn.qkv.bias, *size, shift)
+    attended = attn.attend(*heads, mask)
+    merged = attn.from_heads(attended, *size, shift)
     hidden = block.mlp.fc1(x)
     return [
         ("norm1 (LayerNorm)", block.norm1, (x,)),
-        ("pad, roll, window partition", _ToWindows(block), (normed,)),
-        ("qkv (Dense C->3C)", block.attn.qkv, (windows,)),
-        ("attention core (QK^T, bias, mask, softmax, AV)", _Attend(block.attn, block.window_mask(h, w)), (qkv,)),
-        ("proj (Dense C->C)", block.attn.proj, (attended,)),
-        ("window reverse, roll, crop", _FromWindows(block, (b, h, w)), (windows,)),
+        ("qkv (Dense C->3C, on the map)", attn.qkv, (tokens,)),
+        ("window partition and head split (one row gather)", _ToHeads(attn, size, shift), (qkv,)),
+        ("attention core (QK^T, bias, mask, softmax, AV)", _Attend(attn, mask), heads),
+        ("head merge and window reverse (one row gather)", _FromHeads(attn, size, shift), (attended,)),
+        ("proj (Dense C->C)", attn.proj, (merged,)),
         ("residual add", _Residual(), (x, x)),
         ("norm2 (LayerNorm)", block.norm2, (x,)),
         ("fc1 (Dense C->4C)", block.mlp.fc1, (x,)),

@@ -19,7 +19,7 @@ from src.modeling.backbone.swin import (
     SWIN_VARIANTS,
     PatchMerging,
     SwinBackbone,
-    SwinTransformerBlock,
+    WindowAttention,
     relative_position_index,
     shifted_window_mask,
     swin_backbone,
@@ -250,49 +250,70 @@ def _pad_merge(x):
     return x.reshape(b, h2, 2, w2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h2, w2, 4 * c)
 
 
+def _reference_heads(qkv, bias, ws, shift, heads):
+    """The reference's q, k, v of a projected (B, H, W, 3C) map, stacked: a zero-padded token
+    projects to the bias; roll, partition, then the 5-D head permute."""
+    windows = _pad_roll_partition(qkv - bias, ws, shift) + bias
+    b_, n, c3 = windows.shape
+    return windows.reshape(b_, n, 3, heads, c3 // 3 // heads).transpose(2, 0, 3, 1, 4)
+
+
+def _reference_from_heads(out, b, h, w, ws, shift):
+    b_, heads, n, d = out.shape
+    return _reverse_roll_crop(out.transpose(0, 2, 1, 3).reshape(b_, n, heads * d), b, h, w, ws, shift)
+
+
 class _Weighted(nn.Cell):
-    """sum(weight * layout(x)) for one of the window layouts of ``block`` / ``merge``: ours (the
-    row gathers) or the reference's operations."""
+    """sum(weight * layout(x, bias)) for one of the layouts of ``attn`` / ``merge``: ours (the row
+    gathers) or the reference's operations."""
 
-    def __init__(self, weight, layout, block, merge):
+    def __init__(self, weight, layout, attn, shift, merge):
         super().__init__()
-        self.weight, self.layout, self.block, self.merge = Tensor(weight), layout, block, merge
+        self.weight, self.layout, self.attn, self.shift, self.merge = Tensor(weight), layout, attn, shift, merge
 
-    def construct(self, x):
-        if self.layout == "windows":
-            out = self.block.to_windows(x)
-        elif self.layout == "reference windows":
-            out = _pad_roll_partition(x, 7, self.block.shift_size)
+    def construct(self, x, bias):
+        b, h, w, c = x.shape
+        if self.layout == "heads":
+            out = ops.stack(self.attn.to_heads(x.reshape(-1, c), bias, b, h, w, self.shift))
+        elif self.layout == "reference heads":
+            out = _reference_heads(x, bias, self.attn.window_size, self.shift, self.attn.num_heads)
         elif self.layout == "merge":
-            out = self.merge(x)
+            out = self.merge(x) + bias.sum()
         else:
-            out = self.merge.reduction(self.merge.norm(_pad_merge(x)))
+            out = self.merge.reduction(self.merge.norm(_pad_merge(x))) + bias.sum()
         return (out * self.weight).sum()
 
 
 @pytest.mark.parametrize("size", [(9, 11), (14, 7)], ids=["padded", "whole_windows"])
 @pytest.mark.parametrize("shift", [0, 3])
 def test_window_layout_and_patch_merging_equal_the_reference_operations(mode, size, shift):
-    """The row gathers of ``to_windows``, ``from_windows`` and ``PatchMerging`` against the
-    pad / roll / 6-D transpose of the reference, batch 2, forward and backward (both are
-    permutations with zeros: equal bit for bit)."""
+    """The head-row gathers of ``WindowAttention.to_heads`` / ``from_heads`` and the row gather
+    of ``PatchMerging`` against the reference's pad / roll / 6-D transpose / head permute, batch
+    2, forward and backward. The forward is a permutation with bias rows: equal bit for bit
+    (integer-valued inputs, so the reference's bias padding is exact); the gradients sum the same
+    terms in another order."""
     rng = np.random.default_rng(shift)
-    h, w = size
-    x = Tensor(rng.normal(size=(2, h, w, 8)).astype(np.float32))
-    block = SwinTransformerBlock(8, 2, 7, shift)
-    ours = block.to_windows(x)
-    theirs = _pad_roll_partition(x, 7, shift)
+    (h, w), heads, d = size, 2, 4
+    qkv = Tensor(rng.integers(-8, 8, size=(2, h, w, 3 * heads * d)).astype(np.float32))
+    bias = Tensor(rng.integers(-8, 8, size=(3 * heads * d,)).astype(np.float32))
+    attn = WindowAttention(heads * d, 7, heads)
+    ours = ops.stack(attn.to_heads(qkv.reshape(-1, 3 * heads * d), bias, 2, h, w, shift))
+    theirs = _reference_heads(qkv, bias, 7, shift, heads)
     np.testing.assert_array_equal(ours.asnumpy(), theirs.asnumpy())
-    np.testing.assert_array_equal(block.from_windows(ours, 2, h, w).asnumpy(), x.asnumpy())
-    np.testing.assert_array_equal(block.from_windows(ours * 2.0, 2, h, w).asnumpy(),
-                                  _reverse_roll_crop(theirs * 2.0, 2, h, w, 7, shift).asnumpy())
+    for part in range(3):  # back to the map: each of q, k, v is that slice of the projection
+        np.testing.assert_array_equal(attn.from_heads(ours[part] * 2.0, 2, h, w, shift).asnumpy(),
+                                      _reference_from_heads(theirs[part] * 2.0, 2, h, w, 7, shift).reshape(
+                                          2 * h * w, heads * d).asnumpy())
+    x = qkv[..., :8]
     merge = PatchMerging(8)
     np.testing.assert_array_equal(merge(x).asnumpy(), merge.reduction(merge.norm(_pad_merge(x))).asnumpy())
-    for ours_name, shape in (("windows", ours.shape), ("merge", merge(x).shape)):
+    for ours_name, inputs, shape in (("heads", (qkv, bias), ours.shape), ("merge", (x, bias), merge(x).shape)):
         weight = rng.normal(size=shape).astype(np.float32)
-        grads = [ms.grad(_Weighted(weight, name, block, merge))(x).asnumpy()
+        grads = [ms.grad(_Weighted(weight, name, attn, shift, merge), grad_position=(0, 1))(*inputs)
                  for name in (ours_name, "reference " + ours_name)]
-        np.testing.assert_array_equal(*grads, err_msg=ours_name)
+        for ours_grad, their_grad in zip(*grads):
+            np.testing.assert_allclose(ours_grad.asnumpy(), their_grad.asnumpy(), rtol=1e-6, atol=1e-5,
+                                       err_msg=ours_name)
 
 
 def test_drop_path_only_in_training():

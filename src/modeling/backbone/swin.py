@@ -117,6 +117,26 @@ def window_rows(batch, height, width, window_size, shift):
 
 
 @lru_cache(maxsize=None)
+def head_window_rows(batch, height, width, window_size, shift, num_heads):
+    """``window_rows`` for head-sized rows: the window layout and the head split in one gather.
+
+    Returns (to_heads, from_heads), int32 rows of shape (3, batch*nW, num_heads, ws*ws) and
+    (batch*height*width, num_heads). Row r of ``to_heads`` reads the (map token, q/k/v part,
+    head) row of the map's qkv projection viewed as (tokens*3*num_heads, head_dim) rows, a
+    padding token reading rows 3*num_heads past the last token: the projection of a zero token,
+    the qkv bias. Row (t, head) of ``from_heads`` reads map token t's head from the attention
+    output viewed as (batch*nW*num_heads*ws*ws, head_dim) rows."""
+    to_windows, from_windows = window_rows(batch, height, width, window_size, shift)
+    n, rows_per_token = window_size * window_size, 3 * num_heads
+    tokens = to_windows.astype(np.int64).reshape(1, -1, 1, n)      # a padding token is batch*h*w
+    parts = np.arange(3).reshape(3, 1, 1, 1) * num_heads + np.arange(num_heads).reshape(1, 1, -1, 1)
+    to_heads = tokens * rows_per_token + parts
+    inverse = from_windows.astype(np.int64)[:, None]
+    from_heads = ((inverse // n) * num_heads + np.arange(num_heads)[None]) * n + inverse % n
+    return to_heads.astype(np.int32), from_heads.astype(np.int32)
+
+
+@lru_cache(maxsize=None)
 def merge_rows(batch, height, width):
     """Row indices of patch merging: row (b, i, j, k) of the (batch*h2*w2*4, C) result is row
     ``merge_rows[...]`` of the (batch*height*width + 1, C) map with a zero row last, the 2x2
@@ -132,8 +152,8 @@ def merge_rows(batch, height, width):
 
 def _gather_tokens(x, rows):
     """Rows ``rows`` (numpy int32) of the (..., C) tokens of x, flattened; an index one past the
-    last token reads a zero row appended for it (the padding of ``window_rows``/``merge_rows``).
-    One row gather: the pads, rolls and 6-D transposes it replaces kept their outputs allocated
+    last token reads a zero row appended for it (the padding of ``merge_rows``).
+    One row gather: the pad and 6-D transpose it replaces kept their outputs allocated
     until the end of a CPU graph (README, "Graph-mode memory on CPU") and took 2-3x longer."""
     c = x.shape[-1]
     flat = x.reshape(-1, c)
@@ -194,17 +214,27 @@ class WindowAttention(nn.Cell):
         self.qkv = _dense(dim, 3 * dim, has_bias=qkv_bias)
         self.proj = _dense(dim, dim)
 
-    def attend(self, qkv, mask=None):
-        """(B_, N, 3C) projected windows -> (B_, N, C) attention output before ``proj``;
-        mask: None or (num_windows, N, N) additive."""
-        b_, n, c3 = qkv.shape
-        c = c3 // 3
-        # q, k, v sliced off the channels first, then one 4-D transpose each: the reference's 5-D
-        # permute followed by qkv[0..2] took 14x longer in CPU graph mode (README, "Swin-T profile")
-        q, k, v = (qkv[:, :, i * c:(i + 1) * c].reshape(b_, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
-                   for i in range(3))
-        q = q * self.scale
-        attn = query_key_product(q, k)                                 # (B_, nH, N, N)
+    def to_heads(self, qkv, bias, b, h, w, shift):
+        """(B*H*W, 3C) projected map tokens -> q, k, v (B*nW, nH, N, d) of the padded, rolled
+        window layout: one row gather of head-sized rows (``head_window_rows``), a padding token
+        reading ``bias``. The reference's pad, roll, partition and q/k/v head transposes kept
+        their outputs allocated until the end of a CPU graph (README, "Graph-mode memory on
+        CPU"); a transpose's kernel keeps two indices per element."""
+        rows, _ = head_window_rows(b, h, w, self.window_size, shift, self.num_heads)
+        flat = concat((qkv.reshape(-1, self.head_dim), bias.reshape(-1, self.head_dim)), 0)
+        return tuple(ops.gather(flat, Tensor(rows[i].ravel()), 0).reshape(rows.shape[1:] + (self.head_dim,))
+                     for i in range(3))
+
+    def from_heads(self, out, b, h, w, shift):
+        """``to_heads`` undone for the attention output: (B*nW, nH, N, d) -> (B*H*W, C)."""
+        _, rows = head_window_rows(b, h, w, self.window_size, shift, self.num_heads)
+        return ops.gather(out.reshape(-1, self.head_dim), Tensor(rows.ravel()), 0).reshape(-1, self.dim)
+
+    def attend(self, q, k, v, mask=None):
+        """Attention of q, k, v (B_, nH, N, d) inside each window -> (B_, nH, N, d); mask: None or
+        (num_windows, N, N) additive."""
+        b_, _, n, _ = q.shape
+        attn = query_key_product(q * self.scale, k)                    # (B_, nH, N, N)
         bias = ops.gather(self.relative_position_bias_table, self.rel_index, 0)
         bias = bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)
         # bias and mask broadcast explicitly (README, "Graph-mode memory on CPU"); the mask is a
@@ -215,11 +245,17 @@ class WindowAttention(nn.Cell):
             attn = attn.reshape(b_ // nw, nw, self.num_heads, n, n)
             attn = (attn + broadcast_constant(mask.reshape(1, nw, 1, n, n), attn.shape, attn)).reshape(
                 b_, self.num_heads, n, n)
-        return softmax_product(attn, v).transpose(0, 2, 1, 3).reshape(b_, n, c)
+        return softmax_product(attn, v)
 
-    def construct(self, x, mask=None):
-        """x: (num_windows*B, N, C); mask: None or (num_windows, N, N) additive."""
-        return self.proj(self.attend(self.qkv(x), mask))
+    def construct(self, x, shift, mask=None):
+        """x: (B, H, W, C) map -> (B, H, W, C) window attention output after ``proj``, windows
+        of the map zero-padded to whole windows and rolled by -shift; mask: None or
+        (num_windows, N, N) additive."""
+        b, h, w, c = x.shape
+        qkv = self.qkv(x.reshape(-1, c))  # the projection is per token: on the map, before the layout
+        bias = ops.cast(self.qkv.bias, qkv.dtype) if self.qkv.has_bias else ops.zeros((3 * c,), qkv.dtype)
+        q, k, v = self.to_heads(qkv, bias, b, h, w, shift)
+        return self.proj(self.from_heads(self.attend(q, k, v, mask), b, h, w, shift)).reshape(b, h, w, c)
 
 
 class SwinTransformerBlock(nn.Cell):
@@ -244,18 +280,6 @@ class SwinTransformerBlock(nn.Cell):
         ws = self.window_size
         return h + (ws - h % ws) % ws, w + (ws - w % ws) % ws
 
-    def to_windows(self, x):
-        """(B, H, W, C) -> (B*nW, ws*ws, C): zero-padded to whole windows, rolled by -shift in a
-        shifted block, split into windows (``window_rows``)."""
-        b, h, w, c = x.shape
-        rows, _ = window_rows(b, h, w, self.window_size, self.shift_size)
-        return _gather_tokens(x, rows).reshape(-1, self.window_size * self.window_size, c)
-
-    def from_windows(self, windows, b, h, w):
-        """``to_windows`` undone: (B*nW, ws*ws, C) -> (B, H, W, C)."""
-        _, inverse = window_rows(b, h, w, self.window_size, self.shift_size)
-        return _gather_tokens(windows, inverse).reshape(b, h, w, windows.shape[-1])
-
     def window_mask(self, h, w):
         """The shifted-window mask of an H x W map (None in a regular block)."""
         if self.shift_size == 0:
@@ -263,9 +287,8 @@ class SwinTransformerBlock(nn.Cell):
         return Tensor(shifted_window_mask(*self.padded_size(h, w), self.window_size, self.shift_size))
 
     def construct(self, x):
-        b, h, w, _ = x.shape
-        windows = self.attn(self.to_windows(self.norm1(x)), self.window_mask(h, w))
-        x = x + self.drop_path(self.from_windows(windows, b, h, w))
+        _, h, w, _ = x.shape
+        x = x + self.drop_path(self.attn(self.norm1(x), self.shift_size, self.window_mask(h, w)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
