@@ -3,6 +3,7 @@ the config pairing finds the official file of the same name, and the assembly sc
 missing checkout by name. The official side needs torch and the official code (not installed for
 the suite); its figures in the README come from running the script by hand."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ def test_port_worker_reports_first_and_later_calls(tmp_path):
     cmd = [sys.executable, "scripts/bench_vs_official.py", "--worker", "port", "--official-root", str(tmp_path),
            "--configs", "config/quickstart.yaml", "--height", "64", "--width", "64", "--repeat", "2", *TINY]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "FOCUS_DETR_COMPILE_CACHE": "off"})
+                         env={**os.environ, "FOCUS_DETR_COMPILE_CACHE": "off"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     lines = [line for line in out.stdout.splitlines() if line.startswith(RESULT)]
     assert len(lines) == 1, out.stdout[-3000:]

@@ -96,7 +96,7 @@ class MultiheadAttention(nn.Cell):
         k = self._project(key, 1)
         v = self._project(value, 2)
         # masking and softmax in float32: MASK_VALUE overflows float16 to -inf (NaN on blocked rows)
-        # the key transposed by its own node here (11 MB held for R50's decoder): with
+        # the key transposed by its own node here (small at the decoder's sizes): with
         # query_key_product the two-worker relaunch test's rounding noise reached an Adam-stepped
         # backbone weight (README, "Distributed training", why not bit for bit)
         logits = ops.cast(ops.matmul(q, k.transpose(0, 1, 3, 2)), ms.float32)  # (B,H,Lq,Lk)

@@ -150,15 +150,21 @@ def merge_rows(batch, height, width):
     return _with_zero_row(rows, batch * height * width)
 
 
+def _with_padding_rows(flat, rows, padding):
+    """The 2-D ``flat`` with the rows of ``padding`` appended, which indices ``rows`` (numpy) past
+    its last row read; unchanged when none does (the append copies all of ``flat``)."""
+    if int(rows.max()) >= flat.shape[0]:
+        return concat((flat, padding), 0)
+    return flat
+
+
 def _gather_tokens(x, rows):
     """Rows ``rows`` (numpy int32) of the (..., C) tokens of x, flattened; an index one past the
     last token reads a zero row appended for it (the padding of ``merge_rows``).
     One row gather: the pad and 6-D transpose it replaces kept their outputs allocated
     until the end of a CPU graph (README, "Graph-mode memory on CPU") and took 2-3x longer."""
     c = x.shape[-1]
-    flat = x.reshape(-1, c)
-    if int(rows.max()) == flat.shape[0]:
-        flat = concat((flat, ops.full((1, c), 0.0, dtype=x.dtype)), 0)
+    flat = _with_padding_rows(x.reshape(-1, c), rows, ops.full((1, c), 0.0, dtype=x.dtype))
     return ops.gather(flat, Tensor(rows), 0)
 
 
@@ -221,7 +227,7 @@ class WindowAttention(nn.Cell):
         their outputs allocated until the end of a CPU graph (README, "Graph-mode memory on
         CPU"); a transpose's kernel keeps two indices per element."""
         rows, _ = head_window_rows(b, h, w, self.window_size, shift, self.num_heads)
-        flat = concat((qkv.reshape(-1, self.head_dim), bias.reshape(-1, self.head_dim)), 0)
+        flat = _with_padding_rows(qkv.reshape(-1, self.head_dim), rows, bias.reshape(-1, self.head_dim))
         return tuple(ops.gather(flat, Tensor(rows[i].ravel()), 0).reshape(rows.shape[1:] + (self.head_dim,))
                      for i in range(3))
 
