@@ -8,6 +8,7 @@ The deformable sampling kernel is compared with ``MSDeformAttnCoreGather`` (forw
 gradients) on random inputs with points outside the maps, 1x1 levels, single heads/points and
 points exactly on the boundaries, and with the official code through the golden fixture. The
 token gather/scatter kernels are compared with ``RowGatherReference``/``RowScatterReference``.
+The GELU kernel (CPU only) is compared with float64 GELU and ``portable_backward.GELU``.
 The build/fallback machinery is checked with a simulated missing compiler.
 """
 import logging
@@ -22,8 +23,9 @@ from mindspore import Tensor, nn
 import src.layers.ms_deform_attn as msda_module
 import src.ops as kops
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
+from src.layers.portable_backward import GELU, build_gelu
 from src.layers.token_ops import RowGatherReference, RowScatterReference
-from src.ops import build, msda_kernel, token_kernel
+from src.ops import GELUKernel, build, msda_kernel, token_kernel
 from src.tools.parity.ops import compare_msda, msda_core_outputs
 from src.tools.parity.report import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT
 
@@ -194,6 +196,76 @@ def test_row_scatter_kernel(mode, kernel_library, index_dtype, k, count, channel
         Tensor(x), Tensor(rows), Tensor(idx), Tensor(count), Tensor(weight)) for op in (ours, ref)]
     for a, b in zip(*grads):
         np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- GELU (CPU only)
+
+class WeightedOutput(nn.Cell):
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+
+    def construct(self, x, w):
+        return (self.op(x) * w).sum()
+
+
+def exact_gelu(x):
+    """float64 GELU and its derivative."""
+    from scipy.special import erf
+
+    x = x.astype(np.float64)
+    cdf = 0.5 * (1 + erf(x / np.sqrt(2)))
+    return x * cdf, cdf + x * np.exp(-x * x / 2) / np.sqrt(2 * np.pi)
+
+
+# 1001 elements: a length no vector width divides (the loop's scalar tail); 2-D and 4-D shapes
+@pytest.mark.parametrize("shape", [(1001,), (7, 33), (2, 3, 5, 24)])
+def test_gelu_kernel_matches_exact_gelu_and_the_reference(mode, shape):
+    """The fused kernel against float64 GELU (its erf is the rational one, within 4.4e-7) and
+    against the pure-MindSpore reference, forward and gradient, on [-10, 10] and beyond."""
+    count = int(np.prod(shape))
+    x = np.concatenate([np.linspace(-10, 10, count - 3), [-200.0, 0.0, 200.0]]).astype(np.float32)
+    x = RNG.permutation(x).reshape(shape)
+    weight = RNG.normal(size=shape).astype(np.float32)
+    ours, ref = GELUKernel(), GELU()
+    value, derivative = exact_gelu(x)
+    out = ours(Tensor(x)).asnumpy()
+    np.testing.assert_allclose(out, value, atol=1e-6, rtol=3e-7)
+    np.testing.assert_allclose(out, ref(Tensor(x)).asnumpy(), atol=1.5e-6, rtol=3e-7)
+    grad = ms.grad(WeightedOutput(ours))(Tensor(x), Tensor(weight)).asnumpy()
+    np.testing.assert_allclose(grad, weight * derivative, atol=1e-6, rtol=1e-6)
+    # the reference is within rtol 1e-5 / atol 1e-6 of float64 (tests/test_layers.py): the two bounds add
+    np.testing.assert_allclose(grad, ms.grad(WeightedOutput(ref))(Tensor(x), Tensor(weight)).asnumpy(),
+                               atol=2e-6, rtol=1.1e-5)
+    half = ours(Tensor(x.astype(np.float16)))  # cast around the float32 kernel
+    assert half.dtype == ms.float16
+    np.testing.assert_allclose(half.asnumpy().astype(np.float32), exact_gelu(x.astype(np.float16))[0],
+                               atol=2e-3, rtol=2e-3)
+
+
+def test_build_gelu_dispatch(fresh_build_state, monkeypatch, caplog):
+    """'kernel' is the kernel or an error; 'auto' falls back to the reference with one warning,
+    without a compiler and on devices without the kernel (GPU, Ascend)."""
+    assert isinstance(build_gelu("kernel"), GELUKernel)
+    assert isinstance(build_gelu("auto"), GELUKernel)
+    assert isinstance(build_gelu("native"), GELU) and isinstance(build_gelu("rational"), GELU)
+    with pytest.raises(ValueError, match="kernels.gelu"):
+        build_gelu("tanh")
+    with kops.target_device("GPU"):
+        with pytest.raises(kops.KernelUnavailable, match="CPU only"):
+            build_gelu("kernel")
+        with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
+            assert type(build_gelu("auto")) is GELU
+    assert [r.getMessage() for r in caplog.records if "GELU" in r.getMessage()] != []
+    monkeypatch.setattr(kops, "_warned", set())
+    monkeypatch.setattr(build, "_built", {})
+    monkeypatch.setattr(build, "CXX", "/nonexistent/bin/g++")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
+        cells = [build_gelu("auto") for _ in range(3)]
+    assert all(type(c) is GELU for c in cells)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "GELU" in warnings[0] and "not found" in warnings[0], warnings
 
 
 # ---------------------------------------------------------------- build, cache, fallback

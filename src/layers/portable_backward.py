@@ -7,6 +7,7 @@ MindSpore's own operator (GELU: torch's formula of it) and the backward a ``bpro
 for every device: slices of the output gradient for ``concat`` (exact: a copy), the closed-form
 derivative of GELU with ``x * x`` for the square (equal to MindSpore's own to float rounding,
 tests/test_layers.py). The portability check (src/tools/portability.py) finds any that are left.
+``build_gelu`` is GELU's dispatch point: this Cell, or the fused CPU kernel (``src.ops``).
 """
 import math
 
@@ -85,3 +86,19 @@ class GELU(nn.Cell):
         cdf = 0.5 * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
         pdf = ops.exp(x * x * -0.5) * (1.0 / math.sqrt(2.0 * math.pi))
         return (dout * (cdf + x * pdf),)
+
+
+def build_gelu(impl="native"):
+    """The dispatch point for the exact GELU (``kernels.gelu``).
+
+    ``impl``: 'native' / 'rational' (``GELU`` with that erf), 'kernel' (one fused AOT C++ pass
+    forward and backward, ``src.ops.GELUKernel``: CPU only; an error where it cannot be built or
+    run), 'auto' (the kernel where available, else 'native' after one logged warning)."""
+    if impl in ("native", "rational"):
+        return GELU(impl)
+    if impl in ("kernel", "auto"):
+        from ..ops import gelu_kernel_or_none  # lazy: compiles the kernels on first use only
+
+        kernel = gelu_kernel_or_none(required=impl == "kernel", fallback="native")
+        return kernel if kernel is not None else GELU()
+    raise ValueError(f"kernels.gelu: unknown implementation {impl!r} (auto | kernel | native | rational)")

@@ -3,7 +3,7 @@ each token's local half with the mean of the global half over the whole level.""
 from mindspore import nn, ops
 
 from ..layers.extent import masked_mean
-from ..layers.portable_backward import GELU, concat
+from ..layers.portable_backward import build_gelu, concat
 
 
 class MaskPredictor(nn.Cell):
@@ -12,7 +12,7 @@ class MaskPredictor(nn.Cell):
     z = GELU(Linear(LayerNorm(x))); [z_local, mean_N(z_global)] -> 3-layer GELU MLP -> 1.
     GELU is the exact (erf) one, as torch's default. The mean includes padded tokens (as
     official) but not tokens outside the official extent of a larger canvas: ``in_extent``
-    (B,N,1) float 0/1, or None when the canvas is the extent. ``gelu_impl``: ``GELU``'s erf.
+    (B,N,1) float 0/1, or None when the canvas is the extent. ``gelu_impl``: ``build_gelu``'s.
     """
 
     def __init__(self, in_dim=256, h_dim=256, gelu_impl="native"):
@@ -21,13 +21,13 @@ class MaskPredictor(nn.Cell):
         self.layer1 = nn.SequentialCell([
             nn.LayerNorm((in_dim,), epsilon=1e-5),
             nn.Dense(in_dim, h_dim),
-            GELU(gelu_impl),
+            build_gelu(gelu_impl),
         ])
         self.layer2 = nn.SequentialCell([
             nn.Dense(h_dim, h_dim // 2),
-            GELU(gelu_impl),
+            build_gelu(gelu_impl),
             nn.Dense(h_dim // 2, h_dim // 4),
-            GELU(gelu_impl),
+            build_gelu(gelu_impl),
             nn.Dense(h_dim // 4, 1),
         ])
 

@@ -3,10 +3,12 @@
 * ``MSDeformAttnCoreKernel``: fused multi-scale deformable attention sampling core.
 * ``RowGatherKernel`` / ``RowScatterKernel``: sparse token gather/scatter.
 * ``LinearSumAssignmentKernel``: the Hungarian matcher's batched assignment (scipy's, exactly).
+* ``GELUKernel``: the exact GELU, forward and backward each one pass (CPU only).
 
-Each exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use (``src.ops.build``).
-On Ascend the sampling core is MindSpore's built-in fused operator (``MSDeformAttnCoreAscend``)
-and the token gather/scatter use the pure-MindSpore reference. The ``*_or_none`` helpers are
+Each but the GELU exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use
+(``src.ops.build``); MindSpore's GELU on GPU and Ascend is one fused kernel already. On Ascend
+the sampling core is MindSpore's built-in fused operator (``MSDeformAttnCoreAscend``) and the
+token gather/scatter use the pure-MindSpore reference. The ``*_or_none`` helpers are
 what the dispatch points call: with ``required=True`` (impl 'kernel') an unavailable kernel is an
 error; with ``required=False`` (impl 'auto') it returns None after logging ONE warning per
 process and operator, and the caller uses its pure-MindSpore implementation.
@@ -22,6 +24,7 @@ from .build import (  # noqa: F401
     running_on_target,
     target_device,
 )
+from .gelu_kernel import GELUKernel  # noqa: F401
 from .lsap_kernel import LinearSumAssignmentKernel  # noqa: F401
 from .msda_ascend import MSDeformAttnCoreAscend  # noqa: F401
 from .msda_kernel import MSDeformAttnCoreKernel  # noqa: F401
@@ -71,4 +74,15 @@ def assignment_kernel_or_none(required=False, fallback="builtin"):
         if required:
             raise
         _warn_once("linear sum assignment", fallback, e)
+        return None
+
+
+def gelu_kernel_or_none(required=False, fallback="native"):
+    """``GELUKernel()``, or None (one warning) as ``msda_core_or_none``."""
+    try:
+        return GELUKernel()
+    except KernelUnavailable as e:
+        if required:
+            raise
+        _warn_once("GELU", fallback, e)
         return None

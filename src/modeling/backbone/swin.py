@@ -37,7 +37,7 @@ from mindspore.common.initializer import TruncatedNormal, initializer
 
 from ...layers.attention import query_key_product, softmax_product
 from ...layers.elementwise import broadcast_constant
-from ...layers.portable_backward import GELU, concat
+from ...layers.portable_backward import build_gelu, concat
 
 __all__ = ["SwinBackbone", "SWIN_VARIANTS", "swin_backbone", "relative_position_index",
            "shifted_window_mask"]
@@ -194,7 +194,7 @@ class Mlp(nn.Cell):
     def __init__(self, dim, hidden_dim, gelu_impl="native"):
         super().__init__()
         self.fc1 = _dense(dim, hidden_dim)
-        self.act = GELU(gelu_impl)
+        self.act = build_gelu(gelu_impl)
         self.fc2 = _dense(hidden_dim, dim)
 
     def construct(self, x):
