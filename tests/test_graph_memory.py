@@ -1,5 +1,6 @@
 """The attention cores' gradient graphs hold no output-sized kernel tables, and Swin's window
-attention moves its tokens without map-sized transposes (src/tools/graph_memory.py).
+attention and the multi-head attention move their tokens without transposes, but for the
+multi-head attention's keys (src/tools/graph_memory.py).
 
 In CPU graph mode an implicitly broadcasting element-wise kernel, ``Div`` and ``Transpose`` keep
 tables the size of their output for as long as the graph lives; the cores below are where the
@@ -15,7 +16,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from src.layers.attention import softmax_product
+from src.layers.attention import MultiheadAttention, softmax_product
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather
 from src.modeling.backbone.swin import WindowAttention
 from src.runtime import mode_scope
@@ -93,3 +94,13 @@ def test_window_attention_holds_no_token_sized_transpose(tmp_path):
     assert held_nodes(ir, 1), "the scan found nothing at all: is the IR format still the one it reads?"
     transposes = [n for n in held_nodes(ir, x.size) if n.primitive == "Transpose"]
     assert transposes == [], [(n.inputs, n.output) for n in transposes]
+
+
+def test_multihead_attention_transposes_only_its_keys(tmp_path):
+    """MultiheadAttention moves q, k, v into heads and the output back by row gathers
+    (``head_rows``); the one transpose left is the key's for q @ k^T (kept: README,
+    "Distributed training")."""
+    query = Tensor(RNG.normal(size=(2, 30, 16)).astype(np.float32))
+    ir = compiled_ir(MultiheadAttention(16, 4), (query, query, query), tmp_path)
+    transposes = [(n.inputs, n.output) for n in held_nodes(ir, 1) if n.primitive == "Transpose"]
+    assert transposes == [([(2, 4, 30, 4)], (2, 4, 4, 30))], transposes

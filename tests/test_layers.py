@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn, ops
 
-from src.layers.attention import MASK_VALUE, MultiheadAttention, softmax_product
+from src.layers.attention import MASK_VALUE, MultiheadAttention, head_rows, softmax_product
 from src.layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid, pairwise_generalized_box_iou
 from src.layers.elementwise import divide
 from src.layers.extent import smallest
@@ -52,6 +52,30 @@ def test_multihead_attention_matches_numpy(mode):
     ref = (np_softmax(logits) @ heads(vp)).transpose(0, 2, 1, 3).reshape(2, 5, 16)
     ref = ref @ mha.out_proj.weight.asnumpy().T + mha.out_proj.bias.asnumpy()
     np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_head_rows_are_the_head_transposes(mode):
+    """MultiheadAttention's row gathers move heads exactly as the 4-D transposes they replace,
+    forward and backward (a gather's gradient adds each row once: a copy)."""
+    bsz, length, heads, dim = 2, 5, 3, 4
+    x = RNG.normal(size=(bsz, length, heads * dim)).astype(np.float32)
+    weights = Tensor(RNG.normal(size=(bsz * heads * length, dim)).astype(np.float32))
+
+    def to_heads(t):
+        return ops.gather(t.reshape(-1, dim), Tensor(head_rows(bsz, length, heads, True)), 0)
+
+    def from_heads(t):
+        return ops.gather(t.reshape(-1, dim), Tensor(head_rows(bsz, length, heads, False)), 0)
+
+    def weighted(t):
+        return (to_heads(t) * weights).sum()
+
+    split = Fn(to_heads)(Tensor(x)).asnumpy().reshape(bsz, heads, length, dim)
+    np.testing.assert_array_equal(split, x.reshape(bsz, length, heads, dim).transpose(0, 2, 1, 3))
+    np.testing.assert_array_equal(Fn(from_heads)(Tensor(split)).asnumpy().reshape(x.shape), x)
+    grad = ms.grad(Fn(weighted))(Tensor(x)).asnumpy()
+    np.testing.assert_array_equal(grad, weights.asnumpy().reshape(bsz, heads, length, dim).transpose(0, 2, 1, 3)
+                                  .reshape(x.shape))
 
 
 def np_sine_embedding(mask, feats, temperature, offset, eps=1e-6):

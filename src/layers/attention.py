@@ -1,6 +1,7 @@
 """Multi-head attention with torch ``nn.MultiheadAttention`` parameter layout, and the
 softmax-weighted sum at its core (also Swin's window attention)."""
 import math
+from functools import lru_cache
 
 import mindspore as ms
 import numpy as np
@@ -49,6 +50,17 @@ def query_key_product(q, k):
     return _MATMUL_TB(q, k)
 
 
+@lru_cache(maxsize=None)
+def head_rows(batch, length, num_heads, to_heads):
+    """Row indices (int32 numpy) that move the head-sized rows of a (B, L, H * d) projection into
+    (B, H, L, d) order (``to_heads``), or those of a (B, H, L, d) attention output back to
+    (B, L, H * d). One row ``Gather`` instead of a 4-D ``Transpose``, whose CPU kernel keeps two
+    8-byte indices per element for the compiled graph's life (README, "Graph-mode memory on CPU");
+    the rows are copied, not computed, so the values are the transpose's bit for bit."""
+    shape = (batch, length, num_heads) if to_heads else (batch, num_heads, length)
+    return np.arange(batch * length * num_heads, dtype=np.int32).reshape(shape).transpose(0, 2, 1).ravel()
+
+
 # one stateless Cell shared by every attention, kept out of the Cell trees it serves: a child
 # Cell would be cast along with its parent by ``to_float`` (src/engine/mixed_precision.py), and
 # the softmax must stay in the logits' dtype
@@ -89,7 +101,8 @@ class MultiheadAttention(nn.Cell):
         bsz, n, _ = x.shape
         # one 2-D product and BiasAdd, as nn.Dense (a broadcast add of the bias is held in CPU graph memory)
         y = ops.bias_add(self.matmul_t(x.reshape(bsz * n, e), w), b)
-        return y.reshape(bsz, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        rows = Tensor(head_rows(bsz, n, self.num_heads, True))
+        return ops.gather(y.reshape(-1, self.head_dim), rows, 0).reshape(bsz, self.num_heads, n, self.head_dim)
 
     def construct(self, query, key, value, attn_mask=None, key_padding_mask=None):
         q = self._project(query, 0) * self.scale
@@ -104,6 +117,7 @@ class MultiheadAttention(nn.Cell):
             logits = masked_fill(logits, attn_mask[None, None], MASK_VALUE)
         if key_padding_mask is not None:
             logits = masked_fill(logits, key_padding_mask[:, None, None, :], MASK_VALUE)
-        out = softmax_product(logits, v).transpose(0, 2, 1, 3)
-        bsz, n = out.shape[0], out.shape[1]
-        return self.out_proj(out.reshape(bsz, n, self.embed_dim))
+        out = softmax_product(logits, v)
+        bsz, n = out.shape[0], out.shape[2]
+        rows = Tensor(head_rows(bsz, n, self.num_heads, False))
+        return self.out_proj(ops.gather(out.reshape(-1, self.head_dim), rows, 0).reshape(bsz, n, self.embed_dim))

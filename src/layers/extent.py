@@ -32,7 +32,8 @@ def inside(extent, height, width):
     """(B,h,w) bool: cells of an (h, w) map that lie inside the (B,2) extent."""
     rows = ops.arange(height, dtype=ms.int32)[None, :, None] < extent[:, 0, None, None]
     cols = ops.arange(width, dtype=ms.int32)[None, None, :] < extent[:, 1, None, None]
-    return ops.logical_and(rows, cols)
+    shape = (extent.shape[0], height, width)  # broadcast explicitly (elementwise.py)
+    return ops.logical_and(ops.broadcast_to(rows, shape), ops.broadcast_to(cols, shape))
 
 
 def keep_inside(x, extent):

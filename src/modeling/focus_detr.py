@@ -89,7 +89,9 @@ class FocusDETR(nn.Cell):
         rows = ops.arange(height, dtype=ms.int32)[None, :, None]
         cols = ops.arange(width, dtype=ms.int32)[None, None, :]
         sizes = image_sizes.astype(ms.int32)
-        return ops.logical_or(rows >= sizes[:, 0, None, None], cols >= sizes[:, 1, None, None])
+        shape = (sizes.shape[0], height, width)  # broadcast explicitly (elementwise.py)
+        return ops.logical_or(ops.broadcast_to(rows >= sizes[:, 0, None, None], shape),
+                              ops.broadcast_to(cols >= sizes[:, 1, None, None], shape))
 
     def extent_masks(self, image_sizes, extent, level_extents, feats):
         """Every level's mask as the official model builds it on the extent -- the pixel mask

@@ -5,6 +5,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
+from ..layers.elementwise import divide
 from ..layers.extent import inside, rank_last_outside
 from ..layers.levels import flatten_levels, level_starts
 from ..layers.masking import logical_not, zero_masked_rows
@@ -44,7 +45,9 @@ def encoder_reference_points(spatial_shapes, valid_ratios):
         ref_y = (ys + 0.5) / (valid_ratios[:, None, lvl, 1] * h)
         ref_x = (xs + 0.5) / (valid_ratios[:, None, lvl, 0] * w)
         refs += (ops.stack((ref_x, ref_y), -1),)
-    return concat(refs, 1)[:, :, None] * valid_ratios[:, None]
+    refs = concat(refs, 1)[:, :, None]
+    shape = (refs.shape[0], refs.shape[1], valid_ratios.shape[1], 2)  # broadcast explicitly (elementwise.py)
+    return ops.broadcast_to(refs, shape) * ops.broadcast_to(valid_ratios[:, None], shape)
 
 
 class FocusDETRTransformer(nn.Cell):
@@ -104,7 +107,7 @@ class FocusDETRTransformer(nn.Cell):
         # exporter dies on ReduceAll (a segmentation fault)
         outside = logical_not(ops.logical_and(props > 0.01, props < 0.99)).astype(ms.float32)
         invalid = ops.logical_or(mask_flatten, ops.amax(outside, -1) > 0.5)
-        unact = ops.where(invalid[..., None], float("inf"), ops.log(props / (1 - props)))
+        unact = ops.where(invalid[..., None], float("inf"), ops.log(divide(props, 1 - props)))
         return unact, invalid
 
     def encode_tokens(self, tokens, invalid):
