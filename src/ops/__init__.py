@@ -41,48 +41,41 @@ def _warn_once(op, fallback, error):
     log.warning("custom %s kernel unavailable, falling back to the %s implementation: %s", op, fallback, error)
 
 
-def msda_core_or_none(required=False, fallback="reference"):
-    """The fused core of the current device (``MSDeformAttnCoreAscend`` on Ascend, else
-    ``MSDeformAttnCoreKernel``), or None (one warning) when it cannot run here and not required."""
+def _built_or_none(build, op, required, fallback):
+    """``build()``; where it raises ``KernelUnavailable``: the error when ``required``, else None
+    after one warning per process and ``op``."""
     try:
-        if current_device() == "Ascend":  # probed only where it can run (not inside target_device)
-            return MSDeformAttnCoreAscend(probe=running_on_target())
-        return MSDeformAttnCoreKernel()
+        return build()
     except KernelUnavailable as e:
         if required:
             raise
-        _warn_once("deformable attention", fallback, e)
+        _warn_once(op, fallback, e)
         return None
+
+
+def _device_msda_core():
+    if current_device() == "Ascend":  # probed only where it can run (not inside target_device)
+        return MSDeformAttnCoreAscend(probe=running_on_target())
+    return MSDeformAttnCoreKernel()
+
+
+def msda_core_or_none(required=False, fallback="reference"):
+    """The fused core of the current device (``MSDeformAttnCoreAscend`` on Ascend, else
+    ``MSDeformAttnCoreKernel``), or None (one warning) when it cannot run here and not required."""
+    return _built_or_none(_device_msda_core, "deformable attention", required, fallback)
 
 
 def token_ops_or_none(required=False, fallback="reference"):
     """``(RowGatherKernel(), RowScatterKernel())``, or None (one warning) as ``msda_core_or_none``."""
-    try:
-        return RowGatherKernel(), RowScatterKernel()
-    except KernelUnavailable as e:
-        if required:
-            raise
-        _warn_once("token gather/scatter", fallback, e)
-        return None
+    return _built_or_none(lambda: (RowGatherKernel(), RowScatterKernel()), "token gather/scatter", required,
+                          fallback)
 
 
 def assignment_kernel_or_none(required=False, fallback="builtin"):
     """``LinearSumAssignmentKernel()``, or None (one warning) as ``msda_core_or_none``."""
-    try:
-        return LinearSumAssignmentKernel()
-    except KernelUnavailable as e:
-        if required:
-            raise
-        _warn_once("linear sum assignment", fallback, e)
-        return None
+    return _built_or_none(LinearSumAssignmentKernel, "linear sum assignment", required, fallback)
 
 
 def gelu_kernel_or_none(required=False, fallback="native"):
     """``GELUKernel()``, or None (one warning) as ``msda_core_or_none``."""
-    try:
-        return GELUKernel()
-    except KernelUnavailable as e:
-        if required:
-            raise
-        _warn_once("GELU", fallback, e)
-        return None
+    return _built_or_none(GELUKernel, "GELU", required, fallback)

@@ -9,7 +9,7 @@
 // loop body is plain arithmetic the compiler vectorizes: erf is the float32 rational function of
 // src/layers/portable_backward.py (rational_erf, max abs error 4.4e-7 against float64 erf), exp
 // a Cody-Waite reduction with a degree-7 Taylor polynomial (relative error below 1e-7 on its
-// range). tests/test_kernels.py holds both against float64 GELU and MindSpore's own.
+// range). tests/test_ops.py holds both against float64 GELU and portable_backward.GELU.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -59,6 +59,9 @@ inline float exp_nonpositive(float v) {
   return p * __builtin_bit_cast(float, two_to_k);
 }
 
+// Phi(x), the standard normal CDF.
+inline float normal_cdf(float x) { return 0.5f * (1.0f + rational_erf(x * kSqrtHalf)); }
+
 bool is_float32(const char *dtype) { return std::strcmp(dtype, "float32") == 0; }
 
 int64_t element_count(int ndim, const int64_t *shape) {
@@ -85,7 +88,7 @@ extern "C" int GeluForward(int nparam, void **params, int *ndims, int64_t **shap
   const float *__restrict x = static_cast<const float *>(params[0]);
   float *__restrict y = static_cast<float *>(params[1]);
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * 0.5f * (1.0f + rational_erf(x[i] * kSqrtHalf));
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * normal_cdf(x[i]);
   return 0;
 }
 
@@ -102,8 +105,7 @@ extern "C" int GeluBackward(int nparam, void **params, int *ndims, int64_t **sha
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
-    const float cdf = 0.5f * (1.0f + rational_erf(v * kSqrtHalf));
-    dx[i] = dy[i] * (cdf + v * kInvSqrt2Pi * exp_nonpositive(-0.5f * v * v));
+    dx[i] = dy[i] * (normal_cdf(v) + v * kInvSqrt2Pi * exp_nonpositive(-0.5f * v * v));
   }
   return 0;
 }
