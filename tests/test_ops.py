@@ -8,7 +8,8 @@ The deformable sampling kernel is compared with ``MSDeformAttnCoreGather`` (forw
 gradients) on random inputs with points outside the maps, 1x1 levels, single heads/points and
 points exactly on the boundaries, and with the official code through the golden fixture. The
 token gather/scatter kernels are compared with ``RowGatherReference``/``RowScatterReference``.
-The GELU kernel (CPU only) is compared with float64 GELU and ``portable_backward.GELU``.
+The GELU kernel (CPU only) is compared with float64 GELU and ``portable_backward.GELU``, the
+window attention kernel (CPU only) with float64 attention and ``window_attention_reference``.
 The build/fallback machinery is checked with a simulated missing compiler.
 """
 import logging
@@ -22,10 +23,11 @@ from mindspore import Tensor, nn
 
 import src.layers.ms_deform_attn as msda_module
 import src.ops as kops
+from src.layers.attention import build_window_attention, window_attention_reference
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
 from src.layers.portable_backward import GELU, build_gelu
 from src.layers.token_ops import RowGatherReference, RowScatterReference
-from src.ops import GELUKernel, build, msda_kernel, token_kernel
+from src.ops import GELUKernel, WindowAttentionKernel, build, msda_kernel, token_kernel
 from src.tools.parity.ops import compare_msda, msda_core_outputs
 from src.tools.parity.report import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT
 
@@ -266,6 +268,104 @@ def test_build_gelu_dispatch(fresh_build_state, monkeypatch, caplog):
     assert all(type(c) is GELU for c in cells)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "GELU" in warnings[0] and "not found" in warnings[0], warnings
+
+
+# ---------------------------------------------------------------- window attention (CPU only)
+
+def window_attention_float64(q, k, v, bias, mask, dout):
+    """softmax(q k^T + bias + mask[b % W]) v in float64, and the gradients of sum(out * dout)
+    with respect to q, k, v and bias."""
+    q, k, v, bias, dout = (a.astype(np.float64) for a in (q, k, v, bias, dout))
+    b_, heads, n, _ = q.shape
+    logits = q @ k.swapaxes(-1, -2) + bias[None]
+    if mask is not None:
+        logits = logits + np.repeat(mask.astype(np.float64)[None], b_ // mask.shape[0], 0).reshape(b_, 1, n, n)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    grad_weights = dout @ v.swapaxes(-1, -2)
+    grad_logits = weights * (grad_weights - (grad_weights * weights).sum(-1, keepdims=True))
+    return (weights @ v, grad_logits @ k, grad_logits.swapaxes(-1, -2) @ q, weights.swapaxes(-1, -2) @ dout,
+            grad_logits.sum(0))
+
+
+class AttentionWeightedOutput(nn.Cell):
+    def __init__(self, core):
+        super().__init__()
+        self.core = core
+
+    def construct(self, q, k, v, bias, mask, dout):
+        return (self.core(q, k, v, bias, mask) * dout).sum()
+
+
+WINDOW_CASES = {
+    # name: (windows of the batch B_, heads, tokens per window, mask windows W or None)
+    "shifted": (12, 3, 49, 6),    # two images of 6 windows, Swin's 7 x 7
+    "regular": (8, 2, 49, None),
+    "window_4": (4, 4, 16, 2),    # tokens not a multiple of the 4-row register block: 4 x 4 = 16 is
+    "window_3": (6, 1, 9, 3),     # one; 3 x 3 = 9 leaves a partial block
+    "window_8": (2, 2, 64, 1),    # the kernel's largest window
+}
+
+
+@pytest.mark.parametrize("case", sorted(WINDOW_CASES))
+def test_window_attention_kernel_matches_float64_and_the_reference(mode, case):
+    """Forward and the gradients of q, k, v and the bias against float64 attention and against
+    the MindSpore reference, with Swin's 0 / -100 masks (whole blocked regions per row)."""
+    b_, heads, n, windows = WINDOW_CASES[case]
+    q, k, v, dout = (RNG.normal(size=(b_, heads, n, 32)).astype(np.float32) for _ in range(4))
+    q *= 32 ** -0.5
+    bias = RNG.normal(0, 0.5, size=(heads, n, n)).astype(np.float32)
+    mask = None
+    if windows is not None:
+        region = RNG.integers(0, 3, size=(windows, n))
+        mask = np.where(region[:, :, None] == region[:, None, :], 0.0, -100.0).astype(np.float32)
+    expected = window_attention_float64(q, k, v, bias, mask, dout)
+    args = [Tensor(a) for a in (q, k, v, bias)] + [None if mask is None else Tensor(mask)]
+    kernel = WindowAttentionKernel(32, n)
+    out = kernel(*args).asnumpy()
+    np.testing.assert_allclose(out, expected[0], atol=2e-6, rtol=1e-5)
+    np.testing.assert_allclose(out, window_attention_reference(*args).asnumpy(), atol=3e-6, rtol=1e-5)
+    grads = [g.asnumpy() for g in ms.grad(AttentionWeightedOutput(kernel), grad_position=(0, 1, 2, 3))(
+        *args, Tensor(dout))]
+    ref_grads = [g.asnumpy() for g in ms.grad(AttentionWeightedOutput(window_attention_reference),
+                                              grad_position=(0, 1, 2, 3))(*args, Tensor(dout))]
+    for name, ours, exact, ref in zip(("q", "k", "v", "bias"), grads, expected[1:], ref_grads):
+        np.testing.assert_allclose(ours, exact, atol=1e-5, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(ours, ref, atol=2e-5, rtol=2e-5, err_msg=name)
+    half = kernel(*[a if a is None else a.astype(ms.float16) for a in args])  # cast around the kernel
+    assert half.dtype == ms.float16
+    np.testing.assert_allclose(half.asnumpy().astype(np.float32), expected[0], atol=5e-3, rtol=5e-3)
+
+
+def test_build_window_attention_dispatch(fresh_build_state, monkeypatch, caplog):
+    """'kernel' is the kernel or an error; 'auto' falls back to the reference with one warning
+    per process where the kernel does not apply: another head size or window, GPU, no compiler."""
+    assert isinstance(build_window_attention("kernel", 32, 49), WindowAttentionKernel)
+    assert isinstance(build_window_attention("auto", 32, 49), WindowAttentionKernel)
+    assert build_window_attention("native", 32, 49) is window_attention_reference
+    with pytest.raises(ValueError, match="kernels.window_attention"):
+        build_window_attention("flash", 32, 49)
+    for head_dim, tokens in ((64, 49), (32, 144)):
+        with pytest.raises(kops.KernelUnavailable, match="head size 32 and at most 64 tokens"):
+            build_window_attention("kernel", head_dim, tokens)
+    with kops.target_device("GPU"):
+        with pytest.raises(kops.KernelUnavailable, match="CPU only"):
+            build_window_attention("kernel", 32, 49)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
+        assert build_window_attention("auto", 32, 144) is window_attention_reference
+        with kops.target_device("GPU"):
+            assert build_window_attention("auto", 32, 49) is window_attention_reference
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "window attention" in warnings[0] and "144" in warnings[0], warnings
+    monkeypatch.setattr(kops, "_warned", set())
+    monkeypatch.setattr(build, "_built", {})
+    monkeypatch.setattr(build, "CXX", "/nonexistent/bin/g++")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
+        assert all(build_window_attention("auto", 32, 49) is window_attention_reference for _ in range(3))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "not found" in warnings[0], warnings
 
 
 # ---------------------------------------------------------------- build, cache, fallback

@@ -51,15 +51,16 @@ def _load_official_backbone(model, official):
     assert not not_loaded and not unused, (not_loaded, unused)
 
 
-@pytest.fixture(scope="module")
-def golden_swin_t(golden_dir):
-    """(Swin-T backbone with the fixture's golden weights, fixture arrays, normalized canvas)."""
+@pytest.fixture(scope="module", params=["native", "kernel"])
+def golden_swin_t(golden_dir, request):
+    """(Swin-T backbone with the fixture's golden weights, fixture arrays, normalized canvas);
+    its window attention core MindSpore's operators or the CPU kernel (``kernels.window_attention``)."""
     meta = json.load(open(golden_dir / "model_eval_swin_t.json"))
     g = dict(np.load(golden_dir / "model_eval_swin_t.npz"))
     entries = _swin_t_entries(golden_dir)
     weights = golden_state_dict(str(golden_dir), entries, meta["weight_seed"])
     official = {k: v for k, v in weights.items() if k.startswith("backbone.")}
-    model = swin_backbone("swin_tiny_224")
+    model = swin_backbone("swin_tiny_224", attention_impl=request.param)
     _load_official_backbone(model, official)
     model.set_train(False)
     # normalize each image, then zero-pad bottom/right to the batch canvas (as the detector does)

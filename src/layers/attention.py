@@ -1,5 +1,5 @@
-"""Multi-head attention with torch ``nn.MultiheadAttention`` parameter layout, and the
-softmax-weighted sum at its core (also Swin's window attention)."""
+"""Multi-head attention with torch ``nn.MultiheadAttention`` parameter layout, the
+softmax-weighted sum at its core, and Swin's window attention core with its dispatch point."""
 import math
 from functools import lru_cache
 
@@ -8,6 +8,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
+from .elementwise import broadcast_constant
 from .masking import masked_fill
 
 # Finite "minus infinity": exp() underflows to exactly 0 like -inf, but a fully blocked row
@@ -71,6 +72,40 @@ def softmax_product(logits, v):
     """``ops.matmul(ops.softmax(logits, -1), v)`` for (..., Lq, Lk) logits and (..., Lk, D) v.
     The weights are not returned: the backward ignores their gradient."""
     return _SOFTMAX_PRODUCT(logits, v)[0]
+
+
+def window_attention_reference(q, k, v, bias, mask=None):
+    """Swin's window attention core, ``softmax(q k^T + bias + mask) v``, in MindSpore operators.
+
+    q (scaled), k, v: (B_, H, N, d) of B_ = images x W windows; bias: (H, N, N); mask: None or
+    (W, N, N) additive, window b reading mask[b % W]. Bias and mask are broadcast explicitly, the
+    mask at run time (README, "Graph-mode memory on CPU"; ``src/layers/elementwise.py``)."""
+    b_, heads, n, _ = q.shape
+    attn = query_key_product(q, k)
+    attn = attn + ops.broadcast_to(bias[None], attn.shape)
+    if mask is not None:
+        nw = mask.shape[0]
+        attn = attn.reshape(b_ // nw, nw, heads, n, n)
+        attn = (attn + broadcast_constant(mask.reshape(1, nw, 1, n, n), attn.shape, attn)).reshape(b_, heads, n, n)
+    return softmax_product(attn, v)
+
+
+def build_window_attention(impl="native", head_dim=32, tokens=49):
+    """The dispatch point for Swin's window attention core (``kernels.window_attention``):
+    a callable of ``window_attention_reference``'s arguments.
+
+    ``impl``: 'native' (``window_attention_reference``), 'kernel' (forward and backward each one
+    fused AOT C++ pass per window, ``src.ops.WindowAttentionKernel``: CPU, head size 32, windows
+    of at most 64 tokens; an error elsewhere), 'auto' (the kernel where it applies, else 'native'
+    after one logged warning)."""
+    if impl == "native":
+        return window_attention_reference
+    if impl in ("kernel", "auto"):
+        from ..ops import window_attention_kernel_or_none  # lazy: compiles the kernels on first use only
+
+        kernel = window_attention_kernel_or_none(head_dim, tokens, required=impl == "kernel", fallback="native")
+        return kernel if kernel is not None else window_attention_reference
+    raise ValueError(f"kernels.window_attention: unknown implementation {impl!r} (auto | kernel | native)")
 
 
 class MultiheadAttention(nn.Cell):

@@ -4,9 +4,11 @@
 * ``RowGatherKernel`` / ``RowScatterKernel``: sparse token gather/scatter.
 * ``LinearSumAssignmentKernel``: the Hungarian matcher's batched assignment (scipy's, exactly).
 * ``GELUKernel``: the exact GELU, forward and backward each one pass (CPU only).
+* ``WindowAttentionKernel``: Swin's window attention core, one pass per window (CPU only).
 
-Each but the GELU exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use
-(``src.ops.build``); MindSpore's GELU on GPU and Ascend is one fused kernel already. On Ascend
+Each but the last two exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use
+(``src.ops.build``); on GPU and Ascend MindSpore's GELU is one fused kernel already and its
+batched products are the fast path for the window attention. On Ascend
 the sampling core is MindSpore's built-in fused operator (``MSDeformAttnCoreAscend``) and the
 token gather/scatter use the pure-MindSpore reference. The ``*_or_none`` helpers are
 what the dispatch points call: with ``required=True`` (impl 'kernel') an unavailable kernel is an
@@ -29,6 +31,7 @@ from .lsap_kernel import LinearSumAssignmentKernel  # noqa: F401
 from .msda_ascend import MSDeformAttnCoreAscend  # noqa: F401
 from .msda_kernel import MSDeformAttnCoreKernel  # noqa: F401
 from .token_kernel import RowGatherKernel, RowScatterKernel  # noqa: F401
+from .window_attention_kernel import WindowAttentionKernel  # noqa: F401
 
 log = logging.getLogger("focus_detr.ops")
 _warned = set()
@@ -79,3 +82,8 @@ def assignment_kernel_or_none(required=False, fallback="builtin"):
 def gelu_kernel_or_none(required=False, fallback="native"):
     """``GELUKernel()``, or None (one warning) as ``msda_core_or_none``."""
     return _built_or_none(GELUKernel, "GELU", required, fallback)
+
+
+def window_attention_kernel_or_none(head_dim, tokens, required=False, fallback="native"):
+    """``WindowAttentionKernel(head_dim, tokens)``, or None (one warning) as ``msda_core_or_none``."""
+    return _built_or_none(lambda: WindowAttentionKernel(head_dim, tokens), "window attention", required, fallback)

@@ -35,8 +35,7 @@ from mindcv.models.layers.drop_path import DropPath
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from ...layers.attention import query_key_product, softmax_product
-from ...layers.elementwise import broadcast_constant
+from ...layers.attention import build_window_attention
 from ...layers.portable_backward import build_gelu, concat
 
 __all__ = ["SwinBackbone", "SWIN_VARIANTS", "swin_backbone", "relative_position_index",
@@ -204,7 +203,7 @@ class Mlp(nn.Cell):
 class WindowAttention(nn.Cell):
     """Multi-head self-attention inside windows with a learned relative position bias."""
 
-    def __init__(self, dim, window_size, num_heads, qkv_bias=True):
+    def __init__(self, dim, window_size, num_heads, qkv_bias=True, attention_impl="native"):
         super().__init__()
         self.dim = dim
         self.window_size = window_size
@@ -219,6 +218,8 @@ class WindowAttention(nn.Cell):
         self.rel_index = Tensor(relative_position_index(window_size).reshape(-1))
         self.qkv = _dense(dim, 3 * dim, has_bias=qkv_bias)
         self.proj = _dense(dim, dim)
+        # softmax(q k^T + bias + mask) v: the reference or the CPU kernel (``kernels.window_attention``)
+        self.core = build_window_attention(attention_impl, self.head_dim, window_size * window_size)
 
     def to_heads(self, qkv, bias, b, h, w, shift):
         """(B*H*W, 3C) projected map tokens -> q, k, v (B*nW, nH, N, d) of the padded, rolled
@@ -239,19 +240,10 @@ class WindowAttention(nn.Cell):
     def attend(self, q, k, v, mask=None):
         """Attention of q, k, v (B_, nH, N, d) inside each window -> (B_, nH, N, d); mask: None or
         (num_windows, N, N) additive."""
-        b_, _, n, _ = q.shape
-        attn = query_key_product(q * self.scale, k)                    # (B_, nH, N, N)
+        n = q.shape[2]
         bias = ops.gather(self.relative_position_bias_table, self.rel_index, 0)
         bias = bias.reshape(n, n, self.num_heads).transpose(2, 0, 1)
-        # bias and mask broadcast explicitly (README, "Graph-mode memory on CPU"); the mask is a
-        # constant, broadcast at run time (src/layers/elementwise.py)
-        attn = attn + ops.broadcast_to(bias[None], attn.shape)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.reshape(b_ // nw, nw, self.num_heads, n, n)
-            attn = (attn + broadcast_constant(mask.reshape(1, nw, 1, n, n), attn.shape, attn)).reshape(
-                b_, self.num_heads, n, n)
-        return softmax_product(attn, v)
+        return self.core(q * self.scale, k, v, bias, mask)
 
     def construct(self, x, shift, mask=None):
         """x: (B, H, W, C) map -> (B, H, W, C) window attention output after ``proj``, windows
@@ -268,7 +260,7 @@ class SwinTransformerBlock(nn.Cell):
     """LN -> (shifted) window attention -> residual; LN -> MLP -> residual, on (B, H, W, C)."""
 
     def __init__(self, dim, num_heads, window_size=7, shift_size=0, mlp_ratio=4.0,
-                 qkv_bias=True, drop_path=0.0, gelu_impl="native"):
+                 qkv_bias=True, drop_path=0.0, gelu_impl="native", attention_impl="native"):
         super().__init__()
         if not 0 <= shift_size < window_size:
             raise ValueError("shift_size must be in [0, window_size)")
@@ -276,7 +268,7 @@ class SwinTransformerBlock(nn.Cell):
         self.window_size = window_size
         self.shift_size = shift_size
         self.norm1 = _layer_norm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, attention_impl)
         self.drop_path = DropPath(drop_path)
         self.norm2 = _layer_norm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), gelu_impl)
@@ -318,13 +310,13 @@ class BasicLayer(nn.Cell):
     patch merging. Returns (stage output, input of the next stage)."""
 
     def __init__(self, dim, depth, num_heads, window_size=7, mlp_ratio=4.0, qkv_bias=True,
-                 drop_path=(), downsample=True, gelu_impl="native"):
+                 drop_path=(), downsample=True, gelu_impl="native", attention_impl="native"):
         super().__init__()
         self.blocks = nn.CellList([
             SwinTransformerBlock(dim, num_heads, window_size,
                                  shift_size=0 if i % 2 == 0 else window_size // 2,
                                  mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=drop_path[i],
-                                 gelu_impl=gelu_impl)
+                                 gelu_impl=gelu_impl, attention_impl=attention_impl)
             for i in range(depth)])
         self.has_downsample = downsample
         if downsample:
@@ -376,7 +368,8 @@ class SwinBackbone(nn.Cell):
     def __init__(self, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
                  mlp_ratio=4.0, drop_path_rate=0.2, out_indices=(1, 2, 3), patch_size=4,
                  pretrain_img_size=224, in_chans=3, qkv_bias=True, patch_norm=True, ape=False,
-                 drop_rate=0.0, attn_drop_rate=0.0, frozen_stages=-1, gelu_impl="native"):
+                 drop_rate=0.0, attn_drop_rate=0.0, frozen_stages=-1, gelu_impl="native",
+                 attention_impl="native"):
         super().__init__()
         if ape:
             raise NotImplementedError("absolute position embedding (ape=True) is not used by any "
@@ -411,7 +404,8 @@ class SwinBackbone(nn.Cell):
             start = sum(depths[:i])
             layers.append(BasicLayer(
                 self.num_features[i], depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias,
-                drop_path=dpr[start:start + depths[i]], downsample=i < num_layers - 1, gelu_impl=gelu_impl))
+                drop_path=dpr[start:start + depths[i]], downsample=i < num_layers - 1, gelu_impl=gelu_impl,
+                attention_impl=attention_impl))
         self.layers = nn.CellList(layers)
         for i in self.out_indices:
             setattr(self, f"norm{i}", _layer_norm(self.num_features[i]))

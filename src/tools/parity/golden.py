@@ -19,8 +19,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 # the operators the models are built with: the configs' default, the fused kernels (an error
 # where they cannot be built), or pure MindSpore (the four-corner gather sampling core and the
 # ops.gather / tensor_scatter_update token ops, what 'auto' falls back to)
-KERNEL_CHOICES = {"auto": [], "kernel": ["kernels.msda=kernel", "kernels.token_ops=kernel", "kernels.gelu=kernel"],
-                  "pure": ["kernels.msda=gather", "kernels.token_ops=reference", "kernels.gelu=native"]}
+KERNEL_CHOICES = {"auto": [], "kernel": ["kernels.msda=kernel", "kernels.token_ops=kernel", "kernels.gelu=kernel",
+                             "kernels.window_attention=kernel"],
+                  "pure": ["kernels.msda=gather", "kernels.token_ops=reference", "kernels.gelu=native",
+                           "kernels.window_attention=native"]}
 
 
 class FixtureArrays(dict):
