@@ -18,6 +18,9 @@ deformable-attention block against the same block in PyTorch, side by side in on
   34x57, 17x29, 9x15 = 10250 tokens, every token a query), MindSpore with the kernel ('kernel')
   against PyTorch's CPU implementation written with ``F.grid_sample`` ('torch', when torch is
   installed: ``pip install torch==2.13.0``; both use every core of the machine).
+* ``window_attention``: Swin's window attention core at Swin-T's first stage at 800x1333 (1392
+  windows of 7 x 7 tokens, 3 heads of 32, a 0 / -100 mask): 'native' (MindSpore's operators,
+  ``window_attention_reference``) against 'kernel' (fused AOT, CPU only).
 
 Each implementation runs in its own subprocess (clean peak RSS; a crash in one does not stop
 the others); one whose estimated peak memory exceeds 80% of MemAvailable is skipped (say so)
@@ -36,8 +39,8 @@ that slows down for a while moves both) and reported as the median over the roun
 one run of a single round moved the row gather's ratio between 2.9x and 6.0x on different days.
 The last line is machine-readable:
     bench_ops: rounds=<n> msda_speedup=<x>[<min>-<max>] msda_speedup_vs_gather=<x>[..] gather_speedup=<x>[..]
-        scatter_speedup=<x>[..] vs_torch=<r>[..]
-(x = reference (or gather) forward+backward median wall time over the kernel's; r = our block's
+        scatter_speedup=<x>[..] vs_torch=<r>[..] window_attention_speedup=<x>[..]
+(x = reference (gather, native) forward+backward median wall time over the kernel's; r = our block's
 forward+backward time over PyTorch's; median over the rounds, [range]; na = not measured)
 """
 import argparse
@@ -56,11 +59,14 @@ sys.path.insert(0, ROOT)
 MSDA_IMPLS = ("reference", "gather", "kernel")
 TOKEN_IMPLS = ("reference", "elements", "kernel", "alone")  # row_gather and row_scatter each
 BLOCK_IMPLS = ("torch", "kernel")
+WINDOW_IMPLS = ("native", "kernel")
 OPS = {"msda": MSDA_IMPLS, "msda_dec": MSDA_IMPLS, "row_gather": TOKEN_IMPLS, "row_scatter": TOKEN_IMPLS,
-       "block": BLOCK_IMPLS}
+       "block": BLOCK_IMPLS, "window_attention": WINDOW_IMPLS}
 BASE_LEVELS = ((100, 167), (50, 84), (25, 42), (13, 21))
 BLOCK_LEVELS = ((68, 113), (34, 57), (17, 29), (9, 15))
 DECODER_QUERIES = 900 + 200
+# Swin-T's first stage at 800x1333: 29 x 48 windows of 7 x 7 tokens, 3 heads of 32, shifted (masked)
+WINDOWS, WINDOW_HEADS, WINDOW_TOKENS, HEAD_DIM = 29 * 48, 3, 49, 32
 ROW_OPS_MIN_REPEAT = 20
 
 
@@ -144,6 +150,8 @@ def run_one(op, impl, mode, repeat, scale):
     rng = np.random.default_rng(0)
     if op == "block":
         fwd, fwd_bwd = mindspore_block(scale, rng)
+    elif op == "window_attention":
+        fwd, fwd_bwd = window_attention(impl, scale, rng)
     elif op in ("msda", "msda_dec"):
         from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
         from src.ops.msda_kernel import MSDeformAttnCoreKernel
@@ -235,6 +243,38 @@ def run_one(op, impl, mode, repeat, scale):
         fwd = lambda: forward(*inputs)  # noqa: E731
         fwd_bwd = lambda: backward(*inputs, grad_output)  # noqa: E731
     return measure(op, impl, fwd, fwd_bwd, repeat)
+
+
+def window_attention(impl, scale, rng):
+    """(forward, value_and_grad of a weighted sum for q, k, v and the bias) of Swin's window
+    attention core, ``impl`` 'native' (MindSpore's operators) or 'kernel'."""
+    import numpy as np
+    import mindspore as ms
+    from mindspore import Tensor, nn
+
+    from src.layers.attention import build_window_attention
+
+    core = build_window_attention(impl, HEAD_DIM, WINDOW_TOKENS)
+    windows, n = max(1, round(WINDOWS * scale)), WINDOW_TOKENS
+    q, k, v, g = (Tensor(rng.standard_normal((windows, WINDOW_HEADS, n, HEAD_DIM), np.float32)) for _ in range(4))
+    bias = Tensor(rng.standard_normal((WINDOW_HEADS, n, n), np.float32))
+    region = rng.integers(0, 4, (windows, n))
+    mask = Tensor(np.where(region[:, :, None] == region[:, None, :], 0.0, -100.0).astype(np.float32))
+
+    class Forward(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.core = core
+
+        def construct(self, q, k, v, bias, mask):
+            return self.core(q, k, v, bias, mask)
+
+    class Loss(Forward):
+        def construct(self, q, k, v, bias, mask, g):
+            return (self.core(q, k, v, bias, mask) * g).sum()
+
+    forward, backward = Forward(), ms.value_and_grad(Loss(), grad_position=(0, 1, 2, 3))
+    return (lambda: forward(q, k, v, bias, mask)), (lambda: backward(q, k, v, bias, mask, g))
 
 
 def measure(op, impl, fwd, fwd_bwd, repeat):
@@ -459,6 +499,8 @@ def main():
           "(row_gather: K rows out; row_scatter: K rows back, count=(K, K/2))")
     print(f"msda_dec: the same maps, Q={msda_setup(args.scale, 'msda_dec')['Q']} decoder queries")
     print(f"block: B={bc['B']} S=Q={bc['S']} levels={list(bc['shapes'])} embed={bc['M'] * bc['D']}")
+    print(f"window_attention: {max(1, round(WINDOWS * args.scale))} windows x {WINDOW_HEADS} heads, "
+          f"{WINDOW_TOKENS} tokens x {HEAD_DIM}, masked (Swin-T stage 1)")
     plan = [(op, impl) for op in OPS if op in args.ops for impl in OPS[op] if impl not in args.skip]
     rounds = []  # each round runs every implementation once, in the same order: side by side
     for k in range(args.rounds):
@@ -503,7 +545,8 @@ def main():
           f"msda_speedup_vs_gather={show('msda', 'gather')} "
           f"gather_speedup={show('row_gather', 'reference')} "
           f"scatter_speedup={show('row_scatter', 'reference')} "
-          f"vs_torch={show('block', 'torch')}")
+          f"vs_torch={show('block', 'torch')} "
+          f"window_attention_speedup={show('window_attention', 'native')}")
 
 if __name__ == "__main__":
     main()

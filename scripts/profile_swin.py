@@ -3,8 +3,8 @@
     python scripts/profile_swin.py --config config/focus_detr_swin_tiny_224_4scale_36ep.yaml \
         [--height 800 --width 1333] [--repeat 5] [--mode graph|pynative] [KEY=VALUE ...]
 
-A timing harness around sub-cells (MindSpore 2.10's profiler records no CPU operator times in
-graph mode): the whole backbone is timed first, then each part of one regular and one shifted
+A timing harness around sub-cells (per operator instead: ``scripts/profile_ops.py``, MindSpore's
+profiler on the whole detector): the whole backbone is timed first, then each part of one regular and one shifted
 block of every stage, compiled as its own graph on the input that part sees in the backbone,
 then the patch embedding and patch merging. A part's time is the median of ``--repeat`` calls
 after one warm-up call, outputs copied to the host. Each row gives the time of one call, how

@@ -54,10 +54,13 @@ def nearest_source(extent_len, map_len, size):
     return ops.minimum(idx, (extent_len - 1)[:, None])
 
 
-def masked_mean(x, weights, axis):
-    """Mean of x over ``axis`` where ``weights`` (0/1, broadcast to x explicitly) are 1."""
+def masked_mean(x, weights, axis, count=None):
+    """Mean of x over ``axis`` where ``weights`` (0/1, broadcast to x explicitly) are 1; ``count``,
+    where given, is their number (the sum over ``axis``), known from a smaller mask."""
     weights = ops.broadcast_to(weights, x.shape)
-    return (x * weights).sum(axis, keepdims=True) / weights.sum(axis, keepdims=True)
+    if count is None:
+        count = weights.sum(axis, keepdims=True)
+    return (x * weights).sum(axis, keepdims=True) / count
 
 
 def smallest(x):

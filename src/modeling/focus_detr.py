@@ -110,7 +110,7 @@ class FocusDETR(nn.Cell):
         bsz, _, height, width = images.shape
         pixel_pad = self.padding_mask(image_sizes, height, width)
         x = masked_fill(divide(images - broadcast_constant(self.pixel_mean, images.shape, images), self.pixel_std),
-                        pixel_pad[:, None], 0.0)
+                        pixel_pad.reshape(bsz, 1, height, width), 0.0)
         # padded: the canvas is the extent (its masks then mark only what lies beyond each image)
         extent = (extent_of(image_sizes, self.training) if self.canvas_extent
                   else ops.broadcast_to(Tensor([[height, width]], ms.int32), (bsz, 2)))
@@ -136,8 +136,9 @@ class FocusDETR(nn.Cell):
         (logits, boxes, enc_logits, enc_boxes, fg_logits, in_extent), captured = self.transformer(
             feats, masks, pos, dn_query, dn_ref, attn_mask, topk_override, level_extents,
             self.canvas_extent and not self.training)
-        outputs = (logits[:, :, num_dn:], boxes[:, :, num_dn:], logits[:, :, :num_dn], boxes[:, :, :num_dn],
-                   enc_logits, enc_boxes, fg_logits, in_extent)
+        # without denoising queries the matching part is the whole output (a slice would copy it)
+        matching = (logits[:, :, num_dn:], boxes[:, :, num_dn:]) if num_dn else (logits, boxes)
+        outputs = matching + (logits[:, :, :num_dn], boxes[:, :, :num_dn], enc_logits, enc_boxes, fg_logits, in_extent)
         if self.capture:  # capture_names()
             captured = backbone_feats + feats + masks + tuple(p.transpose(0, 3, 1, 2) for p in pos) + captured
         return outputs, captured

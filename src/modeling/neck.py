@@ -23,10 +23,14 @@ class GroupNorm(nn.GroupNorm):
         cells = inside(extent, height, width).astype(ms.float32)
         weights = ops.broadcast_to(cells[:, None, None], (bsz, self.num_groups, channels // self.num_groups,
                                                           height, width)).reshape(groups.shape)
+        # the cells a group averages over, counted on the (B, h, w) map: exact (integers), and
+        # not two full-size reductions of the broadcast weights per norm
+        count = ops.broadcast_to((cells.sum((1, 2)) * (channels // self.num_groups)).reshape(bsz, 1, 1),
+                                 (bsz, self.num_groups, 1))
         # every statistic and affine parameter broadcast explicitly (src/layers/elementwise.py)
-        centred = groups - ops.broadcast_to(masked_mean(groups, weights, -1), groups.shape)
+        centred = groups - ops.broadcast_to(masked_mean(groups, weights, -1, count), groups.shape)
         # a product, not ops.square: Square's gradient emits PowTensorScalar, which has no GPU kernel
-        var = masked_mean(centred * centred, weights, -1)
+        var = masked_mean(centred * centred, weights, -1, count)
         normed = divide(centred, ops.sqrt(var + self.eps)).reshape(x.shape)
         return (normed * ops.broadcast_to(self.gamma.reshape(1, -1, 1, 1), x.shape)
                 + ops.broadcast_to(self.beta.reshape(1, -1, 1, 1), x.shape))
