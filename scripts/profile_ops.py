@@ -20,7 +20,8 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 from mindspore import Tensor  # noqa: E402
@@ -30,7 +31,7 @@ from src.cli import base_parser, load  # noqa: E402
 from src.inference import build_inference_net  # noqa: E402
 from src.runtime import cpu_name, exit_process  # noqa: E402
 
-SOURCE_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src") + os.sep
+SOURCE_ROOT = os.path.join(ROOT, "src") + os.sep
 _SCOPE = re.compile(r"Fullname with scope: \((\S+)\)")
 _LINE = re.compile(r"In file (\S+?):(\d+)")
 

@@ -20,6 +20,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor, nn
+from weighted_sum import WeightedSum
 
 import src.layers.ms_deform_attn as msda_module
 import src.ops as kops
@@ -202,15 +203,6 @@ def test_row_scatter_kernel(mode, kernel_library, index_dtype, k, count, channel
 
 # ---------------------------------------------------------------- GELU (CPU only)
 
-class WeightedOutput(nn.Cell):
-    def __init__(self, op):
-        super().__init__()
-        self.op = op
-
-    def construct(self, x, w):
-        return (self.op(x) * w).sum()
-
-
 def exact_gelu(x):
     """float64 GELU and its derivative."""
     from scipy.special import erf
@@ -234,10 +226,10 @@ def test_gelu_kernel_matches_exact_gelu_and_the_reference(mode, shape):
     out = ours(Tensor(x)).asnumpy()
     np.testing.assert_allclose(out, value, atol=1e-6, rtol=3e-7)
     np.testing.assert_allclose(out, ref(Tensor(x)).asnumpy(), atol=1.5e-6, rtol=3e-7)
-    grad = ms.grad(WeightedOutput(ours))(Tensor(x), Tensor(weight)).asnumpy()
+    grad = ms.grad(WeightedSum(ours))(Tensor(x), Tensor(weight)).asnumpy()
     np.testing.assert_allclose(grad, weight * derivative, atol=1e-6, rtol=1e-6)
     # the reference is within rtol 1e-5 / atol 1e-6 of float64 (tests/test_layers.py): the two bounds add
-    np.testing.assert_allclose(grad, ms.grad(WeightedOutput(ref))(Tensor(x), Tensor(weight)).asnumpy(),
+    np.testing.assert_allclose(grad, ms.grad(WeightedSum(ref))(Tensor(x), Tensor(weight)).asnumpy(),
                                atol=2e-6, rtol=1.1e-5)
     half = ours(Tensor(x.astype(np.float16)))  # cast around the float32 kernel
     assert half.dtype == ms.float16
@@ -288,15 +280,6 @@ def window_attention_float64(q, k, v, bias, mask, dout):
             grad_logits.sum(0))
 
 
-class AttentionWeightedOutput(nn.Cell):
-    def __init__(self, core):
-        super().__init__()
-        self.core = core
-
-    def construct(self, q, k, v, bias, mask, dout):
-        return (self.core(q, k, v, bias, mask) * dout).sum()
-
-
 WINDOW_CASES = {
     # name: (windows of the batch B_, heads, tokens per window, mask windows W or None)
     "shifted": (12, 3, 49, 6),    # two images of 6 windows, Swin's 7 x 7
@@ -325,9 +308,9 @@ def test_window_attention_kernel_matches_float64_and_the_reference(mode, case):
     out = kernel(*args).asnumpy()
     np.testing.assert_allclose(out, expected[0], atol=2e-6, rtol=1e-5)
     np.testing.assert_allclose(out, window_attention_reference(*args).asnumpy(), atol=3e-6, rtol=1e-5)
-    grads = [g.asnumpy() for g in ms.grad(AttentionWeightedOutput(kernel), grad_position=(0, 1, 2, 3))(
+    grads = [g.asnumpy() for g in ms.grad(WeightedSum(kernel), grad_position=(0, 1, 2, 3))(
         *args, Tensor(dout))]
-    ref_grads = [g.asnumpy() for g in ms.grad(AttentionWeightedOutput(window_attention_reference),
+    ref_grads = [g.asnumpy() for g in ms.grad(WeightedSum(window_attention_reference),
                                               grad_position=(0, 1, 2, 3))(*args, Tensor(dout))]
     for name, ours, exact, ref in zip(("q", "k", "v", "bias"), grads, expected[1:], ref_grads):
         np.testing.assert_allclose(ours, exact, atol=1e-5, rtol=1e-5, err_msg=name)

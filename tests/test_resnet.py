@@ -3,17 +3,9 @@ is checked against the official code by the parity tests)."""
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
+from weighted_sum import WeightedSum
 
 from src.modeling.backbone.resnet import FrozenBatchNorm2d
-
-
-class _Weighted(nn.Cell):
-    def __init__(self, norm):
-        super().__init__()
-        self.norm = norm
-
-    def construct(self, x, weight):
-        return (self.norm(x) * weight).sum()
 
 
 def test_frozen_batch_norm_is_the_fixed_affine_map(mode):
@@ -33,7 +25,7 @@ def test_frozen_batch_norm_is_the_fixed_affine_map(mode):
     ref = x * scale[:, None, None] + shift[:, None, None]  # detectron2's FrozenBatchNorm2d
     np.testing.assert_allclose(norm(Tensor(x)).asnumpy(), ref, rtol=1e-5, atol=1e-5)
 
-    net = _Weighted(norm)
+    net = WeightedSum(norm)
     grad_x = ms.grad(net, grad_position=0)(Tensor(x), Tensor(weight))
     np.testing.assert_allclose(grad_x.asnumpy(), weight * scale[:, None, None], rtol=1e-5, atol=1e-6)
     assert not any(p.requires_grad for p in norm.get_parameters())

@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from .elementwise import divide
+from .elementwise import divide, last_axis
 from .masking import logical_not
 from .portable_backward import concat
 
@@ -28,17 +28,9 @@ def _inclusive_prefix(n):
 
 def _interleaved_sin_cos(x, pair_dim_t):
     """(..., F): v = x[..., None] / dim_t with sin on the even and cos on the odd channels, as
-    the official stack((v[..., 0::2].sin(), v[..., 1::2].cos()), -1).flatten(-2). New axes by
-    reshape: indexing with None compiles to a StridedSlice, a copy (about 15 ms per level-0 map
-    on CPU, the position embeddings' largest part)."""
-    v = divide(_trailing_axis(x), pair_dim_t)
-    return concat((_trailing_axis(ops.sin(v)), _trailing_axis(ops.cos(v))), -1).reshape(
-        x.shape + (2 * pair_dim_t.shape[0],))
-
-
-def _trailing_axis(x):
-    """``x[..., None]`` without a copy."""
-    return x.reshape(x.shape + (1,))
+    the official stack((v[..., 0::2].sin(), v[..., 1::2].cos()), -1).flatten(-2)."""
+    v = divide(last_axis(x), pair_dim_t)
+    return concat((last_axis(ops.sin(v)), last_axis(ops.cos(v))), -1).reshape(x.shape + (2 * pair_dim_t.shape[0],))
 
 
 class PositionEmbeddingSine(nn.Cell):

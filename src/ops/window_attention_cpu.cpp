@@ -111,12 +111,17 @@ void transpose_square(const float *__restrict src, int n, float *__restrict dst)
     for (int j = 0; j < n; ++j) dst[j * kWidth + i] = src[i * kWidth + j];
 }
 
-struct Args {
-  int64_t pairs, heads, windows;
+// The five inputs both kernels take (q, k, v, bias, mask) and their sizes.
+struct Inputs {
+  const float *q, *k, *v, *bias, *mask;
+  int64_t pairs, heads, windows, block, square;  // block: a pair's n x kHead, square: its n x n
   int n;
 };
 
-bool read_args(int nparam, int expected, int *ndims, int64_t **shapes, const char **dtypes, Args *out) {
+// Checks the parameter count, that every parameter is float32 and the five inputs' shapes;
+// then reads the inputs.
+bool read_inputs(int nparam, int expected, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                 Inputs *out) {
   if (nparam != expected) return false;
   for (int t = 0; t < nparam; ++t)
     if (!is_float32(dtypes[t])) return false;
@@ -127,8 +132,19 @@ bool read_args(int nparam, int expected, int *ndims, int64_t **shapes, const cha
   const int64_t *b = shapes[3], *m = shapes[4];
   if (ndims[3] != 3 || b[0] != q[1] || b[1] != q[2] || b[2] != q[2]) return false;
   if (ndims[4] != 3 || m[0] < 1 || q[0] % m[0] != 0 || m[1] != q[2] || m[2] != q[2]) return false;
-  *out = Args{q[0] * q[1], q[1], m[0], static_cast<int>(q[2])};
+  const auto in = [params](int t) { return static_cast<const float *>(params[t]); };
+  *out = Inputs{in(0), in(1), in(2), in(3), in(4), q[0] * q[1], q[1], m[0], q[2] * kHead, q[2] * q[2],
+                static_cast<int>(q[2])};
   return true;
+}
+
+// s.q = q and s.p = the softmax weights of one (window, head) pair; returns the pair's offset
+// into the (B_, H, N, kHead) tensors.
+int64_t pair_weights(Scratch &s, const Inputs &in, int64_t pair) {
+  const int64_t window = pair / in.heads % in.windows, head = pair % in.heads, at = pair * in.block;
+  copy_padded_rows(in.q + at, in.n, s.q);
+  attention_weights(s, in.k + at, in.bias + head * in.square, in.mask + window * in.square, in.n);
+  return at;
 }
 
 }  // namespace
@@ -137,25 +153,16 @@ extern "C" int WindowAttentionForward(int nparam, void **params, int *ndims, int
                                       void *stream, void *extra) {
   (void)stream;
   (void)extra;
-  Args a;
-  if (!read_args(nparam, 6, ndims, shapes, dtypes, &a)) return 1;
-  const float *q = static_cast<const float *>(params[0]);
-  const float *k = static_cast<const float *>(params[1]);
-  const float *v = static_cast<const float *>(params[2]);
-  const float *bias = static_cast<const float *>(params[3]);
-  const float *mask = static_cast<const float *>(params[4]);
+  Inputs in;
+  if (!read_inputs(nparam, 6, params, ndims, shapes, dtypes, &in)) return 1;
   float *out = static_cast<float *>(params[5]);
-  const int n = a.n;
-  const int64_t block = static_cast<int64_t>(n) * kHead, square = static_cast<int64_t>(n) * n;
 #pragma omp parallel
   {
     Scratch s;
 #pragma omp for schedule(static)
-    for (int64_t pair = 0; pair < a.pairs; ++pair) {
-      const int64_t window = pair / a.heads % a.windows, head = pair % a.heads;
-      copy_padded_rows(q + pair * block, n, s.q);
-      attention_weights(s, k + pair * block, bias + head * square, mask + window * square, n);
-      weights_times(s, s.p, v + pair * block, n, out + pair * block);
+    for (int64_t pair = 0; pair < in.pairs; ++pair) {
+      const int64_t at = pair_weights(s, in, pair);
+      weights_times(s, s.p, in.v + at, in.n, out + at);
     }
   }
   return 0;
@@ -165,37 +172,30 @@ extern "C" int WindowAttentionBackward(int nparam, void **params, int *ndims, in
                                        void *stream, void *extra) {
   (void)stream;
   (void)extra;
-  Args a;
-  if (!read_args(nparam, 10, ndims, shapes, dtypes, &a) || !same_shape(ndims[5], shapes[5], ndims[0], shapes[0]))
+  Inputs in;
+  if (!read_inputs(nparam, 10, params, ndims, shapes, dtypes, &in) ||
+      !same_shape(ndims[5], shapes[5], ndims[0], shapes[0]))
     return 1;
-  const float *q = static_cast<const float *>(params[0]);
-  const float *k = static_cast<const float *>(params[1]);
-  const float *v = static_cast<const float *>(params[2]);
-  const float *bias = static_cast<const float *>(params[3]);
-  const float *mask = static_cast<const float *>(params[4]);
   const float *dout = static_cast<const float *>(params[5]);
   float *dq = static_cast<float *>(params[6]);
   float *dk = static_cast<float *>(params[7]);
   float *dv = static_cast<float *>(params[8]);
   float *dlogits = static_cast<float *>(params[9]);
-  const int n = a.n;
-  const int64_t block = static_cast<int64_t>(n) * kHead, square = static_cast<int64_t>(n) * n;
+  const int n = in.n;
 #pragma omp parallel
   {
     Scratch s;
 #pragma omp for schedule(static)
-    for (int64_t pair = 0; pair < a.pairs; ++pair) {
-      const int64_t window = pair / a.heads % a.windows, head = pair % a.heads, at = pair * block;
-      copy_padded_rows(q + at, n, s.q);
-      attention_weights(s, k + at, bias + head * square, mask + window * square, n);
+    for (int64_t pair = 0; pair < in.pairs; ++pair) {
+      const int64_t at = pair_weights(s, in, pair);
       // dv = p^T dout
       copy_padded_rows(dout + at, n, s.d);
       transpose_square(s.p, n, s.gt);
       weights_times(s, s.gt, s.d, n, dv + at);
       // dp = dout v^T, then the softmax's backward: dlogits = p * (dp - rowsum(dp * p))
-      transpose_padded(v + at, n, kHead, s.t);
+      transpose_padded(in.v + at, n, kHead, s.t);
       product<kWidth>(s.d, padded_rows(n), kHead, kHead, s.t, s.g);
-      float *__restrict gl = dlogits + pair * square;
+      float *__restrict gl = dlogits + pair * in.square;
       for (int i = 0; i < n; ++i) {
         float *__restrict grow = s.g + i * kWidth;
         const float *__restrict prow = s.p + i * kWidth;
@@ -209,7 +209,7 @@ extern "C" int WindowAttentionBackward(int nparam, void **params, int *ndims, in
       }
       std::memset(s.g + n * kWidth, 0, sizeof(float) * (padded_rows(n) - n) * kWidth);
       // dq = dlogits k; dk = dlogits^T q
-      weights_times(s, s.g, k + at, n, dq + at);
+      weights_times(s, s.g, in.k + at, n, dq + at);
       transpose_square(s.g, n, s.gt);
       weights_times(s, s.gt, s.q, n, dk + at);
     }
