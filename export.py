@@ -18,12 +18,14 @@ GridSampler2D) and the rational erf in GELU (it has no Erf), and the file is rep
 import os
 import time
 
+import src  # noqa: F401  (first: its process settings must precede mindspore; src.runtime)
+
+# isort: split
 import mindspore as ms
 import numpy as np
 import onnx
 from mindspore import Tensor
 
-import src  # noqa: F401  (CPU start-up fix before the first convolution)
 from src.cli import base_parser, load
 from src.inference import build_inference_net
 from src.runtime import exit_process
@@ -33,10 +35,10 @@ from src.tools.onnx_graph import repair
 # into the MINDIR, so a graph using them runs only on this machine's CPU. By default the export
 # uses the pure-MindSpore implementations, which run on any device.
 PORTABLE_KERNELS = ["kernels.msda=reference", "kernels.token_ops=reference", "kernels.gelu=native",
-                    "kernels.window_attention=native"]
+                    "kernels.window_attention=native", "kernels.layer_norm=native"]
 # what MindSpore 2.10's ONNX exporter converts (README, "Export")
 ONNX_KERNELS = ["kernels.msda=gather", "kernels.token_ops=reference", "kernels.gelu=rational",
-                "kernels.window_attention=native"]
+                "kernels.window_attention=native", "kernels.layer_norm=native"]
 OUTPUT_NAMES = ("scores", "labels", "boxes", "keep")
 
 

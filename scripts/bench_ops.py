@@ -21,6 +21,8 @@ deformable-attention block against the same block in PyTorch, side by side in on
 * ``window_attention``: Swin's window attention core at Swin-T's first stage at 800x1333 (1392
   windows of 7 x 7 tokens, 3 heads of 32, a 0 / -100 mask): 'native' (MindSpore's operators,
   ``window_attention_reference``) against 'kernel' (fused AOT, CPU only).
+* ``layer_norm``: LayerNorm over the channels of Swin-T's first-stage map at 800x1333
+  (200 x 334 tokens x 96): 'native' (``nn.LayerNorm``) against 'kernel' (fused AOT, CPU only).
 
 Each implementation runs in its own subprocess (clean peak RSS; a crash in one does not stop
 the others); one whose estimated peak memory exceeds 80% of MemAvailable is skipped (say so)
@@ -39,7 +41,7 @@ that slows down for a while moves both) and reported as the median over the roun
 one run of a single round moved the row gather's ratio between 2.9x and 6.0x on different days.
 The last line is machine-readable:
     bench_ops: rounds=<n> msda_speedup=<x>[<min>-<max>] msda_speedup_vs_gather=<x>[..] gather_speedup=<x>[..]
-        scatter_speedup=<x>[..] vs_torch=<r>[..] window_attention_speedup=<x>[..]
+        scatter_speedup=<x>[..] vs_torch=<r>[..] window_attention_speedup=<x>[..] layer_norm_speedup=<x>[..]
 (x = reference (gather, native) forward+backward median wall time over the kernel's; r = our block's
 forward+backward time over PyTorch's; median over the rounds, [range]; na = not measured)
 """
@@ -60,13 +62,17 @@ MSDA_IMPLS = ("reference", "gather", "kernel")
 TOKEN_IMPLS = ("reference", "elements", "kernel", "alone")  # row_gather and row_scatter each
 BLOCK_IMPLS = ("torch", "kernel")
 WINDOW_IMPLS = ("native", "kernel")
+LAYER_NORM_IMPLS = ("native", "kernel")
 OPS = {"msda": MSDA_IMPLS, "msda_dec": MSDA_IMPLS, "row_gather": TOKEN_IMPLS, "row_scatter": TOKEN_IMPLS,
-       "block": BLOCK_IMPLS, "window_attention": WINDOW_IMPLS}
+       "block": BLOCK_IMPLS, "window_attention": WINDOW_IMPLS,
+       "layer_norm": LAYER_NORM_IMPLS}
 BASE_LEVELS = ((100, 167), (50, 84), (25, 42), (13, 21))
 BLOCK_LEVELS = ((68, 113), (34, 57), (17, 29), (9, 15))
 DECODER_QUERIES = 900 + 200
 # Swin-T's first stage at 800x1333: 29 x 48 windows of 7 x 7 tokens, 3 heads of 32, shifted (masked)
 WINDOWS, WINDOW_HEADS, WINDOW_TOKENS, HEAD_DIM = 29 * 48, 3, 49, 32
+# Swin-T's first stage at 800x1333: 200 x 334 tokens of 96 channels
+LAYER_NORM_SHAPE = (1, 200, 334, 96)
 ROW_OPS_MIN_REPEAT = 20
 
 
@@ -141,6 +147,9 @@ def run_one(op, impl, mode, repeat, scale):
         return run_torch_block(repeat, scale)
     if impl == "alone":
         return run_kernel_alone(op, repeat, scale)
+    import src  # noqa: F401  (first: its process settings must precede mindspore; src.runtime)
+
+    # isort: split
     import mindspore as ms
     from mindspore import Tensor, nn
 
@@ -152,6 +161,8 @@ def run_one(op, impl, mode, repeat, scale):
         fwd, fwd_bwd = mindspore_block(scale, rng)
     elif op == "window_attention":
         fwd, fwd_bwd = window_attention(impl, scale, rng)
+    elif op == "layer_norm":
+        fwd, fwd_bwd = layer_norm(impl, scale, rng)
     elif op in ("msda", "msda_dec"):
         from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
         from src.ops.msda_kernel import MSDeformAttnCoreKernel
@@ -275,6 +286,33 @@ def window_attention(impl, scale, rng):
 
     forward, backward = Forward(), ms.value_and_grad(Loss(), grad_position=(0, 1, 2, 3))
     return (lambda: forward(q, k, v, bias, mask)), (lambda: backward(q, k, v, bias, mask, g))
+
+
+def layer_norm(impl, scale, rng):
+    """(forward, value_and_grad of a weighted sum for x, gamma and beta) of a LayerNorm over the
+    channels of Swin-T's first-stage map, ``impl`` 'native' (``nn.LayerNorm``) or 'kernel'."""
+    import mindspore as ms
+    import numpy as np
+    from mindspore import Tensor, nn
+
+    from src.layers.layer_norm import build_layer_norm
+
+    b, h, w, c = LAYER_NORM_SHAPE
+    shape = (b, max(1, round(h * math.sqrt(scale))), max(1, round(w * math.sqrt(scale))), c)
+    norm = build_layer_norm(c, impl)
+    x, g = (Tensor(rng.standard_normal(shape, np.float32)) for _ in range(2))
+
+    class Loss(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.norm = norm
+
+        def construct(self, x, g):
+            return (self.norm(x) * g).sum()
+
+    loss = Loss()
+    backward = ms.value_and_grad(loss, grad_position=0, weights=loss.trainable_params())
+    return (lambda: norm(x)), (lambda: backward(x, g))
 
 
 def measure(op, impl, fwd, fwd_bwd, repeat):
@@ -501,6 +539,7 @@ def main():
     print(f"block: B={bc['B']} S=Q={bc['S']} levels={list(bc['shapes'])} embed={bc['M'] * bc['D']}")
     print(f"window_attention: {max(1, round(WINDOWS * args.scale))} windows x {WINDOW_HEADS} heads, "
           f"{WINDOW_TOKENS} tokens x {HEAD_DIM}, masked (Swin-T stage 1)")
+    print(f"layer_norm: {LAYER_NORM_SHAPE} at scale 1 (Swin-T stage 1), over the last axis")
     plan = [(op, impl) for op in OPS if op in args.ops for impl in OPS[op] if impl not in args.skip]
     rounds = []  # each round runs every implementation once, in the same order: side by side
     for k in range(args.rounds):
@@ -546,7 +585,8 @@ def main():
           f"gather_speedup={show('row_gather', 'reference')} "
           f"scatter_speedup={show('row_scatter', 'reference')} "
           f"vs_torch={show('block', 'torch')} "
-          f"window_attention_speedup={show('window_attention', 'native')}")
+          f"window_attention_speedup={show('window_attention', 'native')} "
+          f"layer_norm_speedup={show('layer_norm', 'native')}")
 
 if __name__ == "__main__":
     main()

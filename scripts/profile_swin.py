@@ -20,10 +20,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import src  # noqa: F401,E402  (first: its process settings must precede mindspore; src.runtime)
+
+# isort: split
 import numpy as np  # noqa: E402
 from mindspore import Tensor, nn  # noqa: E402
 
-import src  # noqa: F401,E402  (CPU start-up fix before the first convolution)
 from src.cli import base_parser, load  # noqa: E402
 from src.modeling.build import build_backbone  # noqa: E402
 from src.runtime import cpu_name, exit_process  # noqa: E402
@@ -108,7 +110,7 @@ def main(argv=None):
     cfg = load(args)
     if cfg.model.backbone.name != "swin":
         parser.error(f"--config: {args.config} has backbone {cfg.model.backbone.name!r}, not swin")
-    net = build_backbone(cfg.model.backbone, cfg.kernels.gelu, cfg.kernels.window_attention)
+    net = build_backbone(cfg.model.backbone, cfg.kernels.gelu, cfg.kernels.window_attention, cfg.kernels.layer_norm)
     net.set_train(False)
     image = Tensor(np.random.default_rng(0).normal(size=(1, 3, args.height, args.width)).astype(np.float32))
     whole = median_seconds(net, (image,), args.repeat)

@@ -9,11 +9,15 @@ gradients) on random inputs with points outside the maps, 1x1 levels, single hea
 points exactly on the boundaries, and with the official code through the golden fixture. The
 token gather/scatter kernels are compared with ``RowGatherReference``/``RowScatterReference``.
 The GELU kernel (CPU only) is compared with float64 GELU and ``portable_backward.GELU``, the
-window attention kernel (CPU only) with float64 attention and ``window_attention_reference``.
+window attention kernel (CPU only) with float64 attention and ``window_attention_reference``, the
+LayerNorm kernel (CPU only) with float64 LayerNorm and ``nn.LayerNorm``.
 The build/fallback machinery is checked with a simulated missing compiler.
 """
 import logging
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import cuda_on_host
 import mindspore as ms
@@ -25,10 +29,11 @@ from weighted_sum import WeightedSum
 import src.layers.ms_deform_attn as msda_module
 import src.ops as kops
 from src.layers.attention import build_window_attention, window_attention_reference
+from src.layers.layer_norm import build_layer_norm
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
 from src.layers.portable_backward import GELU, build_gelu
 from src.layers.token_ops import RowGatherReference, RowScatterReference
-from src.ops import GELUKernel, WindowAttentionKernel, build, msda_kernel, token_kernel
+from src.ops import GELUKernel, LayerNormKernel, WindowAttentionKernel, build, msda_kernel, token_kernel
 from src.tools.parity.ops import compare_msda, msda_core_outputs
 from src.tools.parity.report import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT
 
@@ -443,3 +448,114 @@ def test_kernels_export_to_mindir_and_reload(tmp_path):
     loaded = nn.GraphCell(ms.load(str(tmp_path / "ops.mindir")))
     for a, b in zip(loaded(*args), expected):
         np.testing.assert_array_equal(a.asnumpy(), b)
+
+
+# ---------------------------------------------------------------- LayerNorm (CPU only)
+
+def layer_norm_float64(x, gamma, beta, dy, eps=1e-5):
+    """LayerNorm over the last axis in float64, and the gradients of sum(y * dy) with respect to
+    x, gamma and beta."""
+    x, gamma, beta, dy = (a.astype(np.float64) for a in (x, gamma, beta, dy))
+    mean = x.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)
+    xhat = (x - mean) * rstd
+    g = dy * gamma
+    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    rows = (-1, x.shape[-1])
+    return xhat * gamma + beta, dx, (dy * xhat).reshape(rows).sum(0), dy.reshape(rows).sum(0)
+
+
+# (7, 33): a width no vector length divides; (130, 256): three blocks of the backward's 64-row
+# partial sums, the last one partial; (2, 3, 5, 96): Swin's (B, H, W, C) maps
+@pytest.mark.parametrize("shape", [(7, 33), (130, 256), (2, 3, 5, 96)])
+def test_layer_norm_kernel_matches_float64_and_the_reference(mode, shape):
+    """Forward and the gradients of x, gamma and beta against float64 LayerNorm and against
+    ``nn.LayerNorm``, on rows whose mean is up to 30 standard deviations (the two-pass variance) and a
+    constant row."""
+    c = shape[-1]
+    x = (RNG.normal(size=shape) * RNG.uniform(0.3, 3, size=shape[:-1] + (1,))
+         + RNG.uniform(-10, 10, size=shape[:-1] + (1,))).astype(np.float32)
+    x.reshape(-1, c)[1] = 4.0  # variance 0: y = beta
+    dy = RNG.normal(size=shape).astype(np.float32)
+    gamma = RNG.uniform(0.5, 1.5, c).astype(np.float32)
+    beta = RNG.normal(size=c).astype(np.float32)
+    expected = layer_norm_float64(x, gamma, beta, dy)
+    ours, ref = LayerNormKernel(c), nn.LayerNorm((c,), epsilon=1e-5)
+    for cell in (ours, ref):
+        cell.gamma.set_data(Tensor(gamma))
+        cell.beta.set_data(Tensor(beta))
+    out = ours(Tensor(x)).asnumpy()
+    np.testing.assert_allclose(out, expected[0], atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(out, ref(Tensor(x)).asnumpy(), atol=4e-5, rtol=2e-5)  # the two bounds add
+
+    def gradients(cell):
+        loss = WeightedSum(cell)
+        _, (dx, (dgamma, dbeta)) = ms.value_and_grad(loss, 0, loss.trainable_params())(Tensor(x), Tensor(dy))
+        return [g.asnumpy() for g in (dx, dgamma, dbeta)]
+
+    for name, got, exact, reference in zip(("x", "gamma", "beta"), gradients(ours), expected[1:], gradients(ref)):
+        scale = np.abs(exact).max()
+        np.testing.assert_allclose(got, exact, atol=1e-5 * scale, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got, reference, atol=2e-5 * scale, rtol=2e-5, err_msg=name)
+    x16 = x.astype(np.float16)
+    half = ours(Tensor(x16))  # cast around the float32 kernel
+    assert half.dtype == ms.float16
+    np.testing.assert_allclose(half.asnumpy().astype(np.float32), layer_norm_float64(x16, gamma, beta, dy)[0],
+                               atol=1e-2, rtol=1e-2)
+
+
+LAYER_NORM_THREADS_SCRIPT = """
+import numpy as np, mindspore as ms
+from mindspore import Tensor
+import src
+from src.ops import LayerNormKernel
+from weighted_sum import WeightedSum
+rng = np.random.default_rng(3)
+x, dy = (Tensor(rng.normal(size=(20000, 96)).astype(np.float32)) for _ in range(2))
+loss = WeightedSum(LayerNormKernel(96))
+_, (dx, (dgamma, dbeta)) = ms.value_and_grad(loss, 0, loss.trainable_params())(x, dy)
+print(np.concatenate([dx.asnumpy().ravel(), dgamma.asnumpy(), dbeta.asnumpy()]).tobytes().hex())
+"""
+
+
+def test_layer_norm_kernel_gradients_do_not_depend_on_the_thread_count():
+    """gamma's and beta's gradients (sums over 20000 rows) are the same bits with one and two
+    OpenMP threads: each 64-row block sums alone, the blocks are added in order."""
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=f"{tests.parent}{os.pathsep}{tests}")
+    bits = []
+    for threads in ("1", "2"):
+        env["OMP_NUM_THREADS"] = threads
+        proc = subprocess.run([sys.executable, "-c", LAYER_NORM_THREADS_SCRIPT], capture_output=True, text=True,
+                              env=env, cwd=tests.parent, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        bits.append(proc.stdout.split()[-1])
+    assert bits[0] == bits[1]
+
+
+def test_build_layer_norm_dispatch(fresh_build_state, monkeypatch, caplog):
+    """'kernel' is the kernel or an error; 'auto' falls back to ``nn.LayerNorm`` with one warning
+    on devices without the kernel and without a compiler. Both have the same parameters."""
+    kernel = build_layer_norm(96, "kernel")
+    assert isinstance(kernel, LayerNormKernel) and isinstance(build_layer_norm(96, "auto"), LayerNormKernel)
+    native = build_layer_norm(96, "native")
+    assert type(native) is nn.LayerNorm and native.epsilon == kernel.epsilon == 1e-5
+    assert [(p.name, p.shape) for p in kernel.get_parameters()] == [(p.name, p.shape) for p in native.get_parameters()]
+    with pytest.raises(ValueError, match="kernels.layer_norm"):
+        build_layer_norm(96, "rms")
+    with kops.target_device("GPU"):
+        with pytest.raises(kops.KernelUnavailable, match="CPU only"):
+            build_layer_norm(96, "kernel")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
+            assert all(type(build_layer_norm(96, "auto")) is nn.LayerNorm for _ in range(3))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "LayerNorm" in warnings[0] and "CPU only" in warnings[0], warnings
+    monkeypatch.setattr(kops, "_warned", set())
+    monkeypatch.setattr(build, "_built", {})
+    monkeypatch.setattr(build, "CXX", "/nonexistent/bin/g++")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
+        assert all(type(build_layer_norm(96, "auto")) is nn.LayerNorm for _ in range(3))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "LayerNorm" in warnings[0] and "not found" in warnings[0], warnings

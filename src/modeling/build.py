@@ -5,12 +5,13 @@ from .focus_detr import FocusDETR
 from .transformer import FocusDETRTransformer
 
 
-def build_backbone(cfg, gelu_impl="native", attention_impl="native"):
+def build_backbone(cfg, gelu_impl="native", attention_impl="native", layer_norm_impl="native"):
     if cfg.name == "resnet":
         return ResNetBackbone(cfg.depth, cfg.freeze_at, cfg.norm)
     if cfg.name == "swin":
         overrides = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
-        return swin_backbone(cfg.variant, gelu_impl=gelu_impl, attention_impl=attention_impl, **overrides)
+        return swin_backbone(cfg.variant, gelu_impl=gelu_impl, attention_impl=attention_impl,
+                             layer_norm_impl=layer_norm_impl, **overrides)
     raise ValueError(f"model.backbone.name: unknown backbone {cfg.name!r} (resnet | swin)")
 
 
@@ -21,8 +22,11 @@ def build_model(model_cfg, kernels_cfg):
         num_encoder_layers=model_cfg.num_encoder_layers, num_decoder_layers=model_cfg.num_decoder_layers,
         num_queries=model_cfg.num_queries, num_classes=model_cfg.num_classes,
         focus_rho=model_cfg.focus_rho, cascade=tuple(model_cfg.cascade), topk_sa=model_cfg.topk_sa,
-        msda_impl=kernels_cfg.msda, token_ops_impl=kernels_cfg.token_ops, gelu_impl=kernels_cfg.gelu)
-    return FocusDETR(build_backbone(model_cfg.backbone, kernels_cfg.gelu, kernels_cfg.window_attention), transformer,
+        msda_impl=kernels_cfg.msda, token_ops_impl=kernels_cfg.token_ops, gelu_impl=kernels_cfg.gelu,
+        layer_norm_impl=kernels_cfg.layer_norm)
+    backbone = build_backbone(model_cfg.backbone, kernels_cfg.gelu, kernels_cfg.window_attention,
+                              kernels_cfg.layer_norm)
+    return FocusDETR(backbone, transformer,
                      num_classes=model_cfg.num_classes,
                      embed_dim=model_cfg.embed_dim,
                      pos_temperature=model_cfg.position_embedding.temperature,

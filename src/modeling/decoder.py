@@ -6,6 +6,7 @@ from mindspore import Tensor, nn, ops
 
 from ..layers.attention import MultiheadAttention
 from ..layers.box_ops import inverse_sigmoid
+from ..layers.layer_norm import build_layer_norm
 from ..layers.mlp import FFN, MLP
 from ..layers.ms_deform_attn import MultiScaleDeformableAttention
 from ..layers.portable_backward import concat
@@ -17,14 +18,14 @@ class DecoderLayer(nn.Cell):
     the memory -> norm -> FFN -> norm."""
 
     def __init__(self, embed_dim=256, num_heads=8, ffn_dim=2048, num_levels=4, num_points=4,
-                 msda_impl="reference"):
+                 msda_impl="reference", layer_norm_impl="native"):
         super().__init__()
         self.attentions = nn.CellList([
             MultiheadAttention(embed_dim, num_heads),
             MultiScaleDeformableAttention(embed_dim, num_heads, num_levels, num_points, msda_impl),
         ])
         self.ffns = nn.CellList([FFN(embed_dim, ffn_dim)])
-        self.norms = nn.CellList([nn.LayerNorm((embed_dim,), epsilon=1e-5) for _ in range(3)])
+        self.norms = nn.CellList([build_layer_norm(embed_dim, layer_norm_impl) for _ in range(3)])
 
     def construct(self, query, query_pos, attn_mask, memory, memory_mask, reference_points, spatial_shapes):
         q = query + query_pos
@@ -59,14 +60,14 @@ class DINODecoder(nn.Cell):
     """
 
     def __init__(self, num_layers=6, embed_dim=256, num_heads=8, ffn_dim=2048, num_levels=4,
-                 num_points=4, num_classes=80, msda_impl="reference"):
+                 num_points=4, num_classes=80, msda_impl="reference", layer_norm_impl="native"):
         super().__init__()
         self.num_layers = num_layers
         self.layers = nn.CellList([
-            DecoderLayer(embed_dim, num_heads, ffn_dim, num_levels, num_points, msda_impl)
+            DecoderLayer(embed_dim, num_heads, ffn_dim, num_levels, num_points, msda_impl, layer_norm_impl)
             for _ in range(num_layers)])
         self.ref_point_head = MLP(2 * embed_dim, embed_dim, embed_dim, 2)
-        self.norm = nn.LayerNorm((embed_dim,), epsilon=1e-5)
+        self.norm = build_layer_norm(embed_dim, layer_norm_impl)
         self.class_embed = nn.CellList([_class_head(embed_dim, num_classes) for _ in range(num_layers + 1)])
         self.bbox_embed = nn.CellList([_box_head(embed_dim) for _ in range(num_layers + 1)])
         self.box_sine = BoxSineEmbedding(embed_dim // 2)

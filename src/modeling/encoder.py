@@ -21,11 +21,12 @@ class FocusEncoder(nn.Cell):
                      "oesm_topk_local", "oesm_topk_global", "enc_layer_out")
 
     def __init__(self, num_layers=6, embed_dim=256, num_heads=8, ffn_dim=2048, num_levels=4,
-                 num_points=4, topk_sa=300, msda_impl="reference", token_ops_impl="reference"):
+                 num_points=4, topk_sa=300, msda_impl="reference", token_ops_impl="reference",
+                 layer_norm_impl="native"):
         super().__init__()
         self.layers = nn.CellList([
             FocusEncoderLayer(embed_dim, num_heads, ffn_dim, num_levels, num_points, topk_sa,
-                              msda_impl, token_ops_impl)
+                              msda_impl, token_ops_impl, layer_norm_impl)
             for _ in range(num_layers)])
         self.row_gather, self.row_scatter = build_token_ops(token_ops_impl)
         self.capture = False

@@ -4,6 +4,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.attention import MultiheadAttention
+from ..layers.layer_norm import build_layer_norm
 from ..layers.masking import logical_not
 from ..layers.mlp import FFN
 from ..layers.ms_deform_attn import MultiScaleDeformableAttention
@@ -25,7 +26,7 @@ class FocusEncoderLayer(nn.Cell):
     """
 
     def __init__(self, embed_dim=256, num_heads=8, ffn_dim=2048, num_levels=4, num_points=4,
-                 topk_sa=300, msda_impl="reference", token_ops_impl="reference"):
+                 topk_sa=300, msda_impl="reference", token_ops_impl="reference", layer_norm_impl="native"):
         super().__init__()
         self.topk_sa = topk_sa
         self.attentions = nn.CellList([
@@ -33,8 +34,8 @@ class FocusEncoderLayer(nn.Cell):
             MultiScaleDeformableAttention(embed_dim, num_heads, num_levels, num_points, msda_impl),
         ])
         self.ffns = nn.CellList([FFN(embed_dim, ffn_dim)])
-        self.norms = nn.CellList([nn.LayerNorm((embed_dim,), epsilon=1e-5) for _ in range(2)])
-        self.norm2 = nn.LayerNorm((embed_dim,), epsilon=1e-5)
+        self.norms = nn.CellList([build_layer_norm(embed_dim, layer_norm_impl) for _ in range(2)])
+        self.norm2 = build_layer_norm(embed_dim, layer_norm_impl)
         self.row_gather, self.row_scatter = build_token_ops(token_ops_impl)
 
     def construct(self, query, query_pos, fg_scores, class_max, num_rows, value, value_mask,

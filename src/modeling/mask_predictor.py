@@ -3,6 +3,7 @@ each token's local half with the mean of the global half over the whole level.""
 from mindspore import nn, ops
 
 from ..layers.extent import masked_mean
+from ..layers.layer_norm import build_layer_norm
 from ..layers.portable_backward import build_gelu, concat
 
 
@@ -12,14 +13,15 @@ class MaskPredictor(nn.Cell):
     z = GELU(Linear(LayerNorm(x))); [z_local, mean_N(z_global)] -> 3-layer GELU MLP -> 1.
     GELU is the exact (erf) one, as torch's default. The mean includes padded tokens (as
     official) but not tokens outside the official extent of a larger canvas: ``in_extent``
-    (B,N,1) float 0/1, or None when the canvas is the extent. ``gelu_impl``: ``build_gelu``'s.
+    (B,N,1) float 0/1, or None when the canvas is the extent. ``gelu_impl``: ``build_gelu``'s,
+    ``layer_norm_impl``: ``build_layer_norm``'s.
     """
 
-    def __init__(self, in_dim=256, h_dim=256, gelu_impl="native"):
+    def __init__(self, in_dim=256, h_dim=256, gelu_impl="native", layer_norm_impl="native"):
         super().__init__()
         self.h_dim = h_dim
         self.layer1 = nn.SequentialCell([
-            nn.LayerNorm((in_dim,), epsilon=1e-5),
+            build_layer_norm(in_dim, layer_norm_impl),
             nn.Dense(in_dim, h_dim),
             build_gelu(gelu_impl),
         ])

@@ -72,13 +72,13 @@ def resize_aligned(x, in_cells, out_cells, out_hw):
 
 class ForegroundTokenSelector(nn.Cell):
     def __init__(self, embed_dim=256, num_levels=4, focus_rho=0.5,
-                 cascade=(1.0, 0.8, 0.6, 0.6, 0.4, 0.2), gelu_impl="native"):
+                 cascade=(1.0, 0.8, 0.6, 0.6, 0.4, 0.2), gelu_impl="native", layer_norm_impl="native"):
         super().__init__()
         self.num_levels = num_levels
         self.focus_rho = np.float32(focus_rho)
         self.cascade_np = np.asarray(cascade, np.float32)
         self.cascade = Tensor(self.cascade_np)
-        self.mask_predictor = MaskPredictor(embed_dim, embed_dim, gelu_impl)
+        self.mask_predictor = MaskPredictor(embed_dim, embed_dim, gelu_impl, layer_norm_impl)
         self.alpha = Parameter(Tensor(np.random.uniform(-0.3, 0.3, num_levels - 1).astype(np.float32)))
 
     def layer_rows(self, num_tokens):

@@ -7,6 +7,7 @@ from mindspore.common.initializer import Normal, XavierUniform, initializer
 
 from ..layers.elementwise import divide
 from ..layers.extent import inside, rank_last_outside
+from ..layers.layer_norm import build_layer_norm
 from ..layers.levels import flatten_levels, level_starts
 from ..layers.masking import logical_not, zero_masked_rows
 from ..layers.portable_backward import concat
@@ -64,23 +65,25 @@ class FocusDETRTransformer(nn.Cell):
     def __init__(self, embed_dim=256, num_heads=8, ffn_dim=2048, num_levels=4, num_points=4,
                  num_encoder_layers=6, num_decoder_layers=6, num_queries=900, num_classes=80,
                  focus_rho=0.5, cascade=(1.0, 0.8, 0.6, 0.6, 0.4, 0.2), topk_sa=300,
-                 msda_impl="reference", token_ops_impl="reference", gelu_impl="native"):
+                 msda_impl="reference", token_ops_impl="reference", gelu_impl="native",
+                 layer_norm_impl="native"):
         super().__init__()
         if len(cascade) != num_encoder_layers:
             raise ValueError(f"the cascade has {len(cascade)} ratios for {num_encoder_layers} encoder layers: "
                              "give one keep ratio per encoder layer (model.cascade, model.num_encoder_layers)")
         self.num_levels = num_levels
         self.num_queries = num_queries
-        self.token_selector = ForegroundTokenSelector(embed_dim, num_levels, focus_rho, cascade, gelu_impl)
+        self.token_selector = ForegroundTokenSelector(embed_dim, num_levels, focus_rho, cascade, gelu_impl,
+                                                      layer_norm_impl)
         self.encoder = FocusEncoder(num_encoder_layers, embed_dim, num_heads, ffn_dim, num_levels,
-                                    num_points, topk_sa, msda_impl, token_ops_impl)
+                                    num_points, topk_sa, msda_impl, token_ops_impl, layer_norm_impl)
         self.decoder = DINODecoder(num_decoder_layers, embed_dim, num_heads, ffn_dim, num_levels,
-                                   num_points, num_classes, msda_impl)
+                                   num_points, num_classes, msda_impl, layer_norm_impl)
         self.level_embeds = Parameter(initializer(Normal(1.0), (num_levels, embed_dim), ms.float32))
         self.tgt_embed = nn.Embedding(num_queries, embed_dim,
                                       embedding_table=initializer(XavierUniform(), (num_queries, embed_dim)))
         self.enc_output = nn.Dense(embed_dim, embed_dim)
-        self.enc_output_norm = nn.LayerNorm((embed_dim,), epsilon=1e-5)
+        self.enc_output_norm = build_layer_norm(embed_dim, layer_norm_impl)
         self.capture = False
 
     def set_capture(self, flag=True):

@@ -5,9 +5,10 @@
 * ``LinearSumAssignmentKernel``: the Hungarian matcher's batched assignment (scipy's, exactly).
 * ``GELUKernel``: the exact GELU, forward and backward each one pass (CPU only).
 * ``WindowAttentionKernel``: Swin's window attention core, one pass per window (CPU only).
+* ``LayerNormKernel``: LayerNorm over the last axis, one pass per row (CPU only).
 
-Each but the last two exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use
-(``src.ops.build``); on GPU and Ascend MindSpore's GELU is one fused kernel already and its
+Each but the last three exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use
+(``src.ops.build``); on GPU and Ascend MindSpore's GELU and LayerNorm are fused kernels already and MindSpore's
 batched products are the fast path for the window attention. On Ascend
 the sampling core is MindSpore's built-in fused operator (``MSDeformAttnCoreAscend``) and the
 token gather/scatter use the pure-MindSpore reference. The ``*_or_none`` helpers are
@@ -27,6 +28,7 @@ from .build import (  # noqa: F401
     target_device,
 )
 from .gelu_kernel import GELUKernel  # noqa: F401
+from .layer_norm_kernel import LayerNormKernel  # noqa: F401
 from .lsap_kernel import LinearSumAssignmentKernel  # noqa: F401
 from .msda_ascend import MSDeformAttnCoreAscend  # noqa: F401
 from .msda_kernel import MSDeformAttnCoreKernel  # noqa: F401
@@ -87,3 +89,8 @@ def gelu_kernel_or_none(required=False, fallback="native"):
 def window_attention_kernel_or_none(head_dim, tokens, required=False, fallback="native"):
     """``WindowAttentionKernel(head_dim, tokens)``, or None (one warning) as ``msda_core_or_none``."""
     return _built_or_none(lambda: WindowAttentionKernel(head_dim, tokens), "window attention", required, fallback)
+
+
+def layer_norm_kernel_or_none(dim, epsilon, required=False, fallback="native"):
+    """``LayerNormKernel(dim, epsilon)``, or None (one warning) as ``msda_core_or_none``."""
+    return _built_or_none(lambda: LayerNormKernel(dim, epsilon), "LayerNorm", required, fallback)

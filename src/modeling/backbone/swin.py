@@ -36,6 +36,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from ...layers.attention import build_window_attention
+from ...layers.layer_norm import build_layer_norm
 from ...layers.portable_backward import build_gelu, concat
 
 __all__ = ["SwinBackbone", "SWIN_VARIANTS", "swin_backbone", "relative_position_index",
@@ -167,10 +168,6 @@ def _gather_tokens(x, rows):
     return ops.gather(flat, Tensor(rows), 0)
 
 
-def _layer_norm(dim):
-    return nn.LayerNorm((dim,), epsilon=1e-5)
-
-
 def _dense(in_dim, out_dim, has_bias=True):
     # reference init (``_init_weights``): trunc_normal(std=0.02) weights, zero biases
     return nn.Dense(in_dim, out_dim, weight_init=TruncatedNormal(0.02), bias_init="zeros",
@@ -260,17 +257,18 @@ class SwinTransformerBlock(nn.Cell):
     """LN -> (shifted) window attention -> residual; LN -> MLP -> residual, on (B, H, W, C)."""
 
     def __init__(self, dim, num_heads, window_size=7, shift_size=0, mlp_ratio=4.0,
-                 qkv_bias=True, drop_path=0.0, gelu_impl="native", attention_impl="native"):
+                 qkv_bias=True, drop_path=0.0, gelu_impl="native", attention_impl="native",
+                 layer_norm_impl="native"):
         super().__init__()
         if not 0 <= shift_size < window_size:
             raise ValueError("shift_size must be in [0, window_size)")
         self.dim = dim
         self.window_size = window_size
         self.shift_size = shift_size
-        self.norm1 = _layer_norm(dim)
+        self.norm1 = build_layer_norm(dim, layer_norm_impl)
         self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, attention_impl)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = _layer_norm(dim)
+        self.norm2 = build_layer_norm(dim, layer_norm_impl)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), gelu_impl)
 
     def padded_size(self, h, w):
@@ -293,11 +291,11 @@ class SwinTransformerBlock(nn.Cell):
 class PatchMerging(nn.Cell):
     """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C): 2x2 neighbours concatenated, LN, Linear."""
 
-    def __init__(self, dim):
+    def __init__(self, dim, layer_norm_impl="native"):
         super().__init__()
         self.dim = dim
         self.reduction = _dense(4 * dim, 2 * dim, has_bias=False)
-        self.norm = _layer_norm(4 * dim)
+        self.norm = build_layer_norm(4 * dim, layer_norm_impl)
 
     def construct(self, x):
         b, h, w, c = x.shape
@@ -310,17 +308,19 @@ class BasicLayer(nn.Cell):
     patch merging. Returns (stage output, input of the next stage)."""
 
     def __init__(self, dim, depth, num_heads, window_size=7, mlp_ratio=4.0, qkv_bias=True,
-                 drop_path=(), downsample=True, gelu_impl="native", attention_impl="native"):
+                 drop_path=(), downsample=True, gelu_impl="native", attention_impl="native",
+                 layer_norm_impl="native"):
         super().__init__()
         self.blocks = nn.CellList([
             SwinTransformerBlock(dim, num_heads, window_size,
                                  shift_size=0 if i % 2 == 0 else window_size // 2,
                                  mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=drop_path[i],
-                                 gelu_impl=gelu_impl, attention_impl=attention_impl)
+                                 gelu_impl=gelu_impl, attention_impl=attention_impl,
+                                 layer_norm_impl=layer_norm_impl)
             for i in range(depth)])
         self.has_downsample = downsample
         if downsample:
-            self.downsample = PatchMerging(dim)
+            self.downsample = PatchMerging(dim, layer_norm_impl)
 
     def construct(self, x):
         for blk in self.blocks:
@@ -334,14 +334,14 @@ class PatchEmbed(nn.Cell):
     """Zero-pad to a multiple of the patch, conv patch x patch / patch, optional LayerNorm.
     Returns (B, H/p, W/p, C)."""
 
-    def __init__(self, patch_size=4, in_chans=3, embed_dim=96, patch_norm=True):
+    def __init__(self, patch_size=4, in_chans=3, embed_dim=96, patch_norm=True, layer_norm_impl="native"):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid",
                               has_bias=True)
         self.has_norm = patch_norm
         if patch_norm:
-            self.norm = _layer_norm(embed_dim)
+            self.norm = build_layer_norm(embed_dim, layer_norm_impl)
 
     def construct(self, x):
         h, w = x.shape[2], x.shape[3]
@@ -369,7 +369,7 @@ class SwinBackbone(nn.Cell):
                  mlp_ratio=4.0, drop_path_rate=0.2, out_indices=(1, 2, 3), patch_size=4,
                  pretrain_img_size=224, in_chans=3, qkv_bias=True, patch_norm=True, ape=False,
                  drop_rate=0.0, attn_drop_rate=0.0, frozen_stages=-1, gelu_impl="native",
-                 attention_impl="native"):
+                 attention_impl="native", layer_norm_impl="native"):
         super().__init__()
         if ape:
             raise NotImplementedError("absolute position embedding (ape=True) is not used by any "
@@ -396,7 +396,7 @@ class SwinBackbone(nn.Cell):
         self.output_names = tuple(f"p{i}" for i in self.out_indices)  # detectron2 output keys
         self._last = max(self.out_indices)
 
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm, layer_norm_impl)
         # stochastic depth decay rule: float32 linspace, as torch.linspace(0, rate, sum(depths))
         dpr = [float(v) for v in np.linspace(0.0, drop_path_rate, sum(depths), dtype=np.float32)]
         layers = []
@@ -405,10 +405,10 @@ class SwinBackbone(nn.Cell):
             layers.append(BasicLayer(
                 self.num_features[i], depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias,
                 drop_path=dpr[start:start + depths[i]], downsample=i < num_layers - 1, gelu_impl=gelu_impl,
-                attention_impl=attention_impl))
+                attention_impl=attention_impl, layer_norm_impl=layer_norm_impl))
         self.layers = nn.CellList(layers)
         for i in self.out_indices:
-            setattr(self, f"norm{i}", _layer_norm(self.num_features[i]))
+            setattr(self, f"norm{i}", build_layer_norm(self.num_features[i], layer_norm_impl))
         # plain tuple for construct (the Cells are registered under norm{i} above)
         self._out_norms = tuple(getattr(self, f"norm{i}") for i in self.out_indices)
 
