@@ -16,11 +16,13 @@ data.eval_canvases to a fixed canvas, or use --mode pynative, for folders of mix
 import json
 import os
 
+import src  # noqa: F401  (first: its process settings must precede mindspore; src.runtime)
+
+# isort: split
 import cv2
 import numpy as np
 from mindspore import Tensor
 
-import src  # noqa: F401  (CPU start-up fix before the first convolution)
 from src.cli import base_parser, load
 from src.engine.logger import Progress
 from src.inference import build_inference_net, preprocess, read_image

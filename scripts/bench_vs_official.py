@@ -53,10 +53,12 @@ def timed_calls(call, repeat):
 
 def run_port(config, opts, height, width, repeat):
     sys.path.insert(0, REPO)
+    import src  # noqa: F401  (first: its process settings must precede mindspore; src.runtime)
+
+    # isort: split
     import mindspore as ms
     from mindspore import Tensor
 
-    import src  # noqa: F401  (CPU start-up fix before the first convolution)
     from src.config import load_config
     from src.inference import build_inference_net
     from src.runtime import set_mode

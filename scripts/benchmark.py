@@ -34,11 +34,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import src  # noqa: F401,E402  (first: its process settings must precede mindspore; src.runtime)
+
+# isort: split
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 from mindspore import Tensor  # noqa: E402
 
-import src  # noqa: F401,E402  (CPU start-up fix before the first convolution)
 from src.cli import base_parser  # noqa: E402
 from src.config import load_config  # noqa: E402
 from src.inference import build_inference_net  # noqa: E402

@@ -22,11 +22,13 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import src  # noqa: F401,E402  (first: its process settings must precede mindspore; src.runtime)
+
+# isort: split
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 from mindspore import Tensor  # noqa: E402
 
-import src  # noqa: F401,E402  (CPU start-up fix before the first convolution)
 from src.cli import base_parser, load  # noqa: E402
 from src.inference import build_inference_net  # noqa: E402
 from src.runtime import cpu_name, exit_process  # noqa: E402

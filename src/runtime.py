@@ -5,6 +5,13 @@ MindSpore 2.10 bundles oneDNN 3.10, which on AVX-512 machines picks its referenc
 ~155 s instead of ~3 s. Capping the ISA at AVX2 makes oneDNN choose the gemm-jit
 kernel. The variable is read when the first convolution is created, so it must be
 set before then; users who set it themselves keep their value.
+
+The fused CPU kernels (``src.ops``) run on OpenMP threads, MindSpore's own operators on its
+thread pool. By default libgomp's idle threads spin for a while after each parallel region,
+so after every kernel call they compete for the cores with the MindSpore operators that follow
+(the matrix products). ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep at once. libgomp reads the
+variable when it is loaded, which ``import mindspore`` does: the entry points import ``src``
+first; users who set it themselves keep their value.
 """
 import contextlib
 import hashlib
@@ -21,6 +28,31 @@ def apply_cpu_isa_fix():
     """Set ONEDNN_MAX_CPU_ISA=AVX2 on x86 CPUs unless the user already chose a value."""
     if platform.machine().lower() in _X86:
         os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+
+
+_openmp_policy_late = []  # [True] when libgomp was loaded before apply_openmp_wait_policy ran
+
+
+def _libgomp_loaded():
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            return any("libgomp" in line for line in f)
+    except OSError:
+        return False
+
+
+def apply_openmp_wait_policy():
+    """Set OMP_WAIT_POLICY=PASSIVE unless the user chose a policy, and remember whether it came
+    too late (libgomp already loaded, e.g. ``import mindspore`` before ``import src``)."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        _openmp_policy_late[:] = [_libgomp_loaded()]
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def openmp_wait_policy_late():
+    """True when ``apply_openmp_wait_policy`` set the policy after libgomp had read its
+    environment: the CPU kernels' idle threads then spin (``src.ops.build`` warns once)."""
+    return bool(_openmp_policy_late and _openmp_policy_late[0])
 
 
 def cpu_name():

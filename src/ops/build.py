@@ -28,6 +28,8 @@ from pathlib import Path
 
 import mindspore as ms
 
+from ..runtime import openmp_wait_policy_late
+
 log = logging.getLogger("focus_detr.ops")
 
 SRC_DIR = Path(__file__).resolve().parent
@@ -131,6 +133,11 @@ def library_path(device="CPU"):
     key = (device, compiler, tuple(flags))
     with _lock:
         if key not in _built:
+            if device == "CPU" and openmp_wait_policy_late():
+                log.warning("mindspore was imported before src, so libgomp started without OMP_WAIT_POLICY="
+                            "PASSIVE: the CPU kernels' idle OpenMP threads will spin after each call and slow "
+                            "MindSpore's operators (README, 'Custom operators'); import src first or export "
+                            "OMP_WAIT_POLICY=PASSIVE")
             try:
                 _built[key] = _build(device, compiler, flags)
             except KernelUnavailable as e:
