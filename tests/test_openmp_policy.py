@@ -2,14 +2,10 @@
 ``import src``) instead of spinning against MindSpore's operators; libgomp reads the variable
 when ``import mindspore`` loads it, so every entry point imports ``src`` first."""
 import ast
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from process_probe import REPO, run_python
 
-REPO = Path(__file__).resolve().parents[1]
 POLICY = ("from src.runtime import openmp_wait_policy_late; "
           "print(os.environ['OMP_WAIT_POLICY'], openmp_wait_policy_late())")
 # the scripts whose timings or work depend on the policy
@@ -20,14 +16,7 @@ LOADS_LIBGOMP = ("mindspore", "mindcv")
 
 
 def run_probe(code, policy=None):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if policy is not None:
-        env["OMP_WAIT_POLICY"] = policy
-    env["PYTHONPATH"] = str(REPO)
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out
+    return run_python(code, "OMP_WAIT_POLICY", policy)
 
 
 def test_passive_policy_is_set_before_mindspore_loads_libgomp():

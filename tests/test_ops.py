@@ -256,15 +256,20 @@ def test_build_gelu_dispatch(fresh_build_state, monkeypatch, caplog):
         with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
             assert type(build_gelu("auto")) is GELU
     assert [r.getMessage() for r in caplog.records if "GELU" in r.getMessage()] != []
+    assert_one_warning_without_compiler(monkeypatch, caplog, lambda: type(build_gelu("auto")) is GELU, "GELU")
+
+
+def assert_one_warning_without_compiler(monkeypatch, caplog, builds_fallback, op_name):
+    """Without a C++ compiler (nothing built or warned before), three 'auto' builds all give the
+    fallback (``builds_fallback()`` is True) and log one warning naming ``op_name``."""
     monkeypatch.setattr(kops, "_warned", set())
     monkeypatch.setattr(build, "_built", {})
     monkeypatch.setattr(build, "CXX", "/nonexistent/bin/g++")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
-        cells = [build_gelu("auto") for _ in range(3)]
-    assert all(type(c) is GELU for c in cells)
+        assert all(builds_fallback() for _ in range(3))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "GELU" in warnings[0] and "not found" in warnings[0], warnings
+    assert len(warnings) == 1 and op_name in warnings[0] and "not found" in warnings[0], warnings
 
 
 # ---------------------------------------------------------------- window attention (CPU only)
@@ -346,14 +351,9 @@ def test_build_window_attention_dispatch(fresh_build_state, monkeypatch, caplog)
             assert build_window_attention("auto", 32, 49) is window_attention_reference
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "window attention" in warnings[0] and "144" in warnings[0], warnings
-    monkeypatch.setattr(kops, "_warned", set())
-    monkeypatch.setattr(build, "_built", {})
-    monkeypatch.setattr(build, "CXX", "/nonexistent/bin/g++")
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
-        assert all(build_window_attention("auto", 32, 49) is window_attention_reference for _ in range(3))
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "not found" in warnings[0], warnings
+    assert_one_warning_without_compiler(
+        monkeypatch, caplog, lambda: build_window_attention("auto", 32, 49) is window_attention_reference,
+        "window attention")
 
 
 # ---------------------------------------------------------------- build, cache, fallback
@@ -551,11 +551,5 @@ def test_build_layer_norm_dispatch(fresh_build_state, monkeypatch, caplog):
             assert all(type(build_layer_norm(96, "auto")) is nn.LayerNorm for _ in range(3))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "LayerNorm" in warnings[0] and "CPU only" in warnings[0], warnings
-    monkeypatch.setattr(kops, "_warned", set())
-    monkeypatch.setattr(build, "_built", {})
-    monkeypatch.setattr(build, "CXX", "/nonexistent/bin/g++")
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
-        assert all(type(build_layer_norm(96, "auto")) is nn.LayerNorm for _ in range(3))
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "LayerNorm" in warnings[0] and "not found" in warnings[0], warnings
+    assert_one_warning_without_compiler(monkeypatch, caplog, lambda: type(build_layer_norm(96, "auto")) is nn.LayerNorm,
+                                        "LayerNorm")
