@@ -30,7 +30,7 @@ def apply_cpu_isa_fix():
         os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
 
-_openmp_policy_late = []  # [True] when libgomp was loaded before apply_openmp_wait_policy ran
+_openmp_policy_late = False  # libgomp was loaded before apply_openmp_wait_policy set the policy
 
 
 def _libgomp_loaded():
@@ -44,15 +44,16 @@ def _libgomp_loaded():
 def apply_openmp_wait_policy():
     """Set OMP_WAIT_POLICY=PASSIVE unless the user chose a policy, and remember whether it came
     too late (libgomp already loaded, e.g. ``import mindspore`` before ``import src``)."""
+    global _openmp_policy_late
     if "OMP_WAIT_POLICY" not in os.environ:
-        _openmp_policy_late[:] = [_libgomp_loaded()]
+        _openmp_policy_late = _libgomp_loaded()
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def openmp_wait_policy_late():
     """True when ``apply_openmp_wait_policy`` set the policy after libgomp had read its
     environment: the CPU kernels' idle threads then spin (``src.ops.build`` warns once)."""
-    return bool(_openmp_policy_late and _openmp_policy_late[0])
+    return _openmp_policy_late
 
 
 def cpu_name():
