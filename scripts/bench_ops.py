@@ -23,6 +23,9 @@ deformable-attention block against the same block in PyTorch, side by side in on
   ``window_attention_reference``) against 'kernel' (fused AOT, CPU only).
 * ``layer_norm``: LayerNorm over the channels of Swin-T's first-stage map at 800x1333
   (200 x 334 tokens x 96): 'native' (``nn.LayerNorm``) against 'kernel' (fused AOT, CPU only).
+* ``frozen_bn``: the end of an R50 bottleneck on its res2 map at 800x1333 (256 x 200 x 334):
+  frozen BatchNorm, shortcut, ReLU, 'native' (MindSpore's BatchNorm, Add, ReLU) against 'kernel'
+  (fused AOT, CPU only; forward+backward: the gradients of x and the shortcut).
 
 Each implementation runs in its own subprocess (clean peak RSS; a crash in one does not stop
 the others); one whose estimated peak memory exceeds 80% of MemAvailable is skipped (say so)
@@ -42,6 +45,7 @@ one run of a single round moved the row gather's ratio between 2.9x and 6.0x on 
 The last line is machine-readable:
     bench_ops: rounds=<n> msda_speedup=<x>[<min>-<max>] msda_speedup_vs_gather=<x>[..] gather_speedup=<x>[..]
         scatter_speedup=<x>[..] vs_torch=<r>[..] window_attention_speedup=<x>[..] layer_norm_speedup=<x>[..]
+        frozen_bn_speedup=<x>[..]
 (x = reference (gather, native) forward+backward median wall time over the kernel's; r = our block's
 forward+backward time over PyTorch's; median over the rounds, [range]; na = not measured)
 """
@@ -63,9 +67,10 @@ TOKEN_IMPLS = ("reference", "elements", "kernel", "alone")  # row_gather and row
 BLOCK_IMPLS = ("torch", "kernel")
 WINDOW_IMPLS = ("native", "kernel")
 LAYER_NORM_IMPLS = ("native", "kernel")
+FROZEN_BN_IMPLS = ("native", "kernel")
 OPS = {"msda": MSDA_IMPLS, "msda_dec": MSDA_IMPLS, "row_gather": TOKEN_IMPLS, "row_scatter": TOKEN_IMPLS,
        "block": BLOCK_IMPLS, "window_attention": WINDOW_IMPLS,
-       "layer_norm": LAYER_NORM_IMPLS}
+       "layer_norm": LAYER_NORM_IMPLS, "frozen_bn": FROZEN_BN_IMPLS}
 BASE_LEVELS = ((100, 167), (50, 84), (25, 42), (13, 21))
 BLOCK_LEVELS = ((68, 113), (34, 57), (17, 29), (9, 15))
 DECODER_QUERIES = 900 + 200
@@ -73,6 +78,8 @@ DECODER_QUERIES = 900 + 200
 WINDOWS, WINDOW_HEADS, WINDOW_TOKENS, HEAD_DIM = 29 * 48, 3, 49, 32
 # Swin-T's first stage at 800x1333: 200 x 334 tokens of 96 channels
 LAYER_NORM_SHAPE = (1, 200, 334, 96)
+# R50's res2 output at 800x1333: the end of a bottleneck block (frozen BatchNorm, shortcut, ReLU)
+FROZEN_BN_SHAPE = (1, 256, 200, 334)
 ROW_OPS_MIN_REPEAT = 20
 
 
@@ -163,6 +170,8 @@ def run_one(op, impl, mode, repeat, scale):
         fwd, fwd_bwd = window_attention(impl, scale, rng)
     elif op == "layer_norm":
         fwd, fwd_bwd = layer_norm(impl, scale, rng)
+    elif op == "frozen_bn":
+        fwd, fwd_bwd = frozen_bn(impl, scale, rng)
     elif op in ("msda", "msda_dec"):
         from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
         from src.ops.msda_kernel import MSDeformAttnCoreKernel
@@ -313,6 +322,33 @@ def layer_norm(impl, scale, rng):
     loss = Loss()
     backward = ms.value_and_grad(loss, grad_position=0, weights=loss.trainable_params())
     return (lambda: norm(x)), (lambda: backward(x, g))
+
+
+def frozen_bn(impl, scale, rng):
+    """(forward, value_and_grad of a weighted sum for x and the shortcut) of the ResNet norm
+    ending a bottleneck block, relu(frozen_bn(x) + shortcut), ``impl`` 'native' (MindSpore's
+    BatchNorm, Add, ReLU) or 'kernel'."""
+    import mindspore as ms
+    import numpy as np
+    from mindspore import Tensor, nn
+
+    from src.modeling.backbone.resnet_norm import FrozenBatchNorm2d
+
+    b, c, h, w = FROZEN_BN_SHAPE
+    shape = (b, c, max(1, round(h * math.sqrt(scale))), max(1, round(w * math.sqrt(scale))))
+    norm = FrozenBatchNorm2d(c, impl=impl)
+    x, shortcut, g = (Tensor(rng.standard_normal(shape, np.float32)) for _ in range(3))
+
+    class Loss(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.norm = norm
+
+        def construct(self, x, shortcut, g):
+            return (self.norm(x, shortcut, relu=True) * g).sum()
+
+    backward = ms.value_and_grad(Loss(), grad_position=(0, 1))
+    return (lambda: norm(x, shortcut, relu=True)), (lambda: backward(x, shortcut, g))
 
 
 def measure(op, impl, fwd, fwd_bwd, repeat):
@@ -540,6 +576,7 @@ def main():
     print(f"window_attention: {max(1, round(WINDOWS * args.scale))} windows x {WINDOW_HEADS} heads, "
           f"{WINDOW_TOKENS} tokens x {HEAD_DIM}, masked (Swin-T stage 1)")
     print(f"layer_norm: {LAYER_NORM_SHAPE} at scale 1 (Swin-T stage 1), over the last axis")
+    print(f"frozen_bn: {FROZEN_BN_SHAPE} at scale 1 (R50 res2), frozen BatchNorm + shortcut + ReLU")
     plan = [(op, impl) for op in OPS if op in args.ops for impl in OPS[op] if impl not in args.skip]
     rounds = []  # each round runs every implementation once, in the same order: side by side
     for k in range(args.rounds):
@@ -586,7 +623,8 @@ def main():
           f"scatter_speedup={show('row_scatter', 'reference')} "
           f"vs_torch={show('block', 'torch')} "
           f"window_attention_speedup={show('window_attention', 'native')} "
-          f"layer_norm_speedup={show('layer_norm', 'native')}")
+          f"layer_norm_speedup={show('layer_norm', 'native')} "
+          f"frozen_bn_speedup={show('frozen_bn', 'native')}")
 
 if __name__ == "__main__":
     main()

@@ -110,7 +110,7 @@ def main(argv=None):
     cfg = load(args)
     if cfg.model.backbone.name != "swin":
         parser.error(f"--config: {args.config} has backbone {cfg.model.backbone.name!r}, not swin")
-    net = build_backbone(cfg.model.backbone, cfg.kernels.gelu, cfg.kernels.window_attention, cfg.kernels.layer_norm)
+    net = build_backbone(cfg.model.backbone, cfg.kernels)
     net.set_train(False)
     image = Tensor(np.random.default_rng(0).normal(size=(1, 3, args.height, args.width)).astype(np.float32))
     whole = median_seconds(net, (image,), args.repeat)

@@ -10,7 +10,8 @@ points exactly on the boundaries, and with the official code through the golden 
 token gather/scatter kernels are compared with ``RowGatherReference``/``RowScatterReference``.
 The GELU kernel (CPU only) is compared with float64 GELU and ``portable_backward.GELU``, the
 window attention kernel (CPU only) with float64 attention and ``window_attention_reference``, the
-LayerNorm kernel (CPU only) with float64 LayerNorm and ``nn.LayerNorm``.
+LayerNorm kernel (CPU only) with float64 LayerNorm and ``nn.LayerNorm``, the frozen BatchNorm
+kernel (CPU only) with float64 and the ResNet norm's MindSpore operators.
 The build/fallback machinery is checked with a simulated missing compiler.
 """
 import logging
@@ -33,7 +34,16 @@ from src.layers.layer_norm import build_layer_norm
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
 from src.layers.portable_backward import GELU, build_gelu
 from src.layers.token_ops import RowGatherReference, RowScatterReference
-from src.ops import GELUKernel, LayerNormKernel, WindowAttentionKernel, build, msda_kernel, token_kernel
+from src.modeling.backbone.resnet_norm import FrozenBatchNorm2d
+from src.ops import (
+    FrozenBatchNormKernel,
+    GELUKernel,
+    LayerNormKernel,
+    WindowAttentionKernel,
+    build,
+    msda_kernel,
+    token_kernel,
+)
 from src.tools.parity.ops import compare_msda, msda_core_outputs
 from src.tools.parity.report import TOL_MSDA_GRAD, TOL_MSDA_LOC_GRAD, TOL_MSDA_OUT
 
@@ -553,3 +563,95 @@ def test_build_layer_norm_dispatch(fresh_build_state, monkeypatch, caplog):
     assert len(warnings) == 1 and "LayerNorm" in warnings[0] and "CPU only" in warnings[0], warnings
     assert_one_warning_without_compiler(monkeypatch, caplog, lambda: type(build_layer_norm(96, "auto")) is nn.LayerNorm,
                                         "LayerNorm")
+
+
+# ---------------------------------------------------------------- frozen BatchNorm (CPU only)
+
+class NormTail(nn.Cell):
+    """sum(norm(x, shortcut, relu) * weight) for the three ways a ResNet block calls its norms."""
+
+    def __init__(self, norm, tail):
+        super().__init__()
+        self.norm, self.tail = norm, tail
+
+    def construct(self, x, shortcut, weight):
+        if self.tail == "add_relu":
+            y = self.norm(x, shortcut, relu=True)
+        elif self.tail == "relu":
+            y = self.norm(x, relu=True)
+        else:
+            y = self.norm(x)
+        return (y * weight).sum()
+
+
+def frozen_bn_float64(x, shortcut, dy, stats, tail, eps=1e-5):
+    """detectron2's frozen BatchNorm, the tail, in float64; the gradients of sum(y * dy) with
+    respect to x and the shortcut."""
+    x, shortcut, dy = (a.astype(np.float64) for a in (x, shortcut, dy))
+    gamma, beta, mean, var = (stats[k].astype(np.float64).reshape(-1, *[1] * (x.ndim - 2))
+                              for k in ("gamma", "beta", "moving_mean", "moving_variance"))
+    scale = gamma / np.sqrt(var + eps)
+    y = x * scale + (beta - mean * scale) + (shortcut if tail == "add_relu" else 0)
+    g = dy * (y > 0) if tail != "none" else dy
+    return (np.maximum(y, 0) if tail != "none" else y), g * scale, (g if tail == "add_relu" else 0 * g)
+
+
+# (2, 6, 5, 7): a block output; (1, 3, 33): planes no vector length divides; (2, 5, 1, 1): 1x1 planes
+@pytest.mark.parametrize("shape", [(2, 6, 5, 7), (1, 3, 33), (2, 5, 1, 1)])
+@pytest.mark.parametrize("tail", ["none", "relu", "add_relu"])
+def test_frozen_bn_kernel_matches_float64_and_the_reference(mode, shape, tail):
+    """Output and the gradients of x and the shortcut against float64 and against the norm's
+    MindSpore operators (BatchNorm, Add, ReLU), for each ending of a block."""
+    c = shape[1]
+    stats = {"gamma": RNG.uniform(0.5, 1.5, c), "beta": RNG.normal(0, 0.5, c), "moving_mean": RNG.normal(0, 1, c),
+             "moving_variance": RNG.uniform(0.1, 3, c)}
+    x = RNG.normal(0.5, 2.0, shape).astype(np.float32)
+    shortcut, dy = (RNG.normal(size=shape).astype(np.float32) for _ in range(2))
+    y, dx, dshortcut = frozen_bn_float64(x, shortcut, dy, stats, tail)
+
+    def run(impl):
+        norm = FrozenBatchNorm2d(c, impl=impl)
+        assert (norm.kernel is None) == (impl == "native")
+        for name, value in stats.items():
+            getattr(norm, name).set_data(Tensor(value.astype(np.float32)))
+        net = NormTail(norm, tail)
+        out = net(Tensor(x), Tensor(shortcut), Tensor(np.ones(shape, np.float32)))
+        grads = ms.grad(net, grad_position=(0, 1))(Tensor(x), Tensor(shortcut), Tensor(dy))
+        return [norm, out.asnumpy()] + [g.asnumpy() for g in grads]
+
+    norm, total, got_dx, got_dshortcut = run("kernel")
+    _, ref_total, ref_dx, ref_dshortcut = run("native")
+    np.testing.assert_allclose(total, y.sum(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(total, ref_total, rtol=1e-5, atol=1e-4)
+    for got, exact, reference in ((got_dx, dx, ref_dx), (got_dshortcut, dshortcut, ref_dshortcut)):
+        np.testing.assert_allclose(got, exact, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-6)
+    elementwise = norm(Tensor(x), Tensor(shortcut), relu=True) if tail == "add_relu" else norm(
+        Tensor(x), relu=tail == "relu")
+    np.testing.assert_allclose(elementwise.asnumpy(), y, rtol=1e-5, atol=2e-6)
+    half = norm(Tensor(x.astype(np.float16)))  # cast around the float32 kernel
+    assert half.dtype == ms.float16
+    np.testing.assert_allclose(half.asnumpy().astype(np.float32),
+                               frozen_bn_float64(x.astype(np.float16), shortcut, dy, stats, "none")[0],
+                               rtol=1e-2, atol=1e-2)
+
+
+def test_frozen_bn_dispatch(fresh_build_state, monkeypatch, caplog):
+    """'kernel' is the kernel or an error; 'auto' falls back to MindSpore's operators with one
+    warning on devices without the kernel and without a compiler; the parameters are the same."""
+    kernel, auto, native = (FrozenBatchNorm2d(8, impl=impl) for impl in ("kernel", "auto", "native"))
+    assert isinstance(kernel.kernel, FrozenBatchNormKernel) and isinstance(auto.kernel, FrozenBatchNormKernel)
+    assert native.kernel is None
+    assert [(p.name, p.shape) for p in kernel.get_parameters()] == [(p.name, p.shape) for p in native.get_parameters()]
+    with pytest.raises(ValueError, match="kernels.frozen_bn"):
+        FrozenBatchNorm2d(8, impl="fused")
+    with kops.target_device("GPU"):
+        with pytest.raises(kops.KernelUnavailable, match="CPU only"):
+            FrozenBatchNorm2d(8, impl="kernel")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
+            assert all(FrozenBatchNorm2d(8, impl="auto").kernel is None for _ in range(3))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "frozen BatchNorm" in warnings[0] and "CPU only" in warnings[0], warnings
+    assert_one_warning_without_compiler(monkeypatch, caplog, lambda: FrozenBatchNorm2d(8, impl="auto").kernel is None,
+                                        "frozen BatchNorm")

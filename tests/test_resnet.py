@@ -2,18 +2,20 @@
 is checked against the official code by the parity tests)."""
 import mindspore as ms
 import numpy as np
+import pytest
 from mindspore import Tensor, nn
 from weighted_sum import WeightedSum
 
-from src.modeling.backbone.resnet import FrozenBatchNorm2d
+from src.modeling.backbone.resnet_norm import BatchNorm2d, FrozenBatchNorm2d
 
 
-def test_frozen_batch_norm_is_the_fixed_affine_map(mode):
+@pytest.mark.parametrize("impl", ["native", "kernel"])
+def test_frozen_batch_norm_is_the_fixed_affine_map(mode, impl):
     rng = np.random.default_rng(0)
     channels = 6
     stats = {"gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0, 0.5, channels),
              "moving_mean": rng.normal(0, 1, channels), "moving_variance": rng.uniform(0.1, 3, channels)}
-    norm = FrozenBatchNorm2d(channels, eps=1e-5)
+    norm = FrozenBatchNorm2d(channels, eps=1e-5, impl=impl)
     for name, value in stats.items():
         getattr(norm, name).set_data(Tensor(value.astype(np.float32)))
     norm.set_train(True)  # frozen: training mode must not switch to batch statistics
@@ -29,6 +31,23 @@ def test_frozen_batch_norm_is_the_fixed_affine_map(mode):
     grad_x = ms.grad(net, grad_position=0)(Tensor(x), Tensor(weight))
     np.testing.assert_allclose(grad_x.asnumpy(), weight * scale[:, None, None], rtol=1e-5, atol=1e-6)
     assert not any(p.requires_grad for p in norm.get_parameters())
+    shortcut = rng.normal(size=x.shape).astype(np.float32)
+    np.testing.assert_allclose(norm(Tensor(x), relu=True).asnumpy(), np.maximum(ref, 0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(norm(Tensor(x), Tensor(shortcut), relu=True).asnumpy(),
+                               np.maximum(ref + shortcut, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_trainable_batch_norm_applies_the_block_ending(mode):
+    """The small ResNets' trainable norm is called as the frozen one: BatchNorm, shortcut, ReLU."""
+    rng = np.random.default_rng(2)
+    x, shortcut = (rng.normal(size=(2, 4, 3, 5)).astype(np.float32) for _ in range(2))
+    norm = BatchNorm2d(4)
+    norm.set_train(False)  # running statistics 0 and 1: y = x / sqrt(1 + eps)
+    y = x / np.sqrt(1 + 1e-5)
+    np.testing.assert_allclose(norm(Tensor(x)).asnumpy(), y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(norm(Tensor(x), relu=True).asnumpy(), np.maximum(y, 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(norm(Tensor(x), Tensor(shortcut), relu=True).asnumpy(), np.maximum(y + shortcut, 0),
+                               rtol=1e-5, atol=1e-6)
 
 
 class _WeightedPool(nn.Cell):

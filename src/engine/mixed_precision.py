@@ -20,7 +20,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.attention import MultiheadAttention
-from ..modeling.backbone.resnet import FrozenBatchNorm2d
+from ..modeling.backbone.resnet_norm import FrozenBatchNorm2d
 
 AMP_LEVELS = ("O0", "O1", "O2")
 O1_FLOAT16_CELLS = (nn.Dense, nn.Conv2d, MultiheadAttention)

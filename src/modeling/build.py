@@ -5,13 +5,18 @@ from .focus_detr import FocusDETR
 from .transformer import FocusDETRTransformer
 
 
-def build_backbone(cfg, gelu_impl="native", attention_impl="native", layer_norm_impl="native"):
+def build_backbone(cfg, kernels_cfg=None):
+    """The backbone of ``cfg`` (``model.backbone``) with the operators of ``kernels_cfg`` (the
+    ``kernels`` section; None: MindSpore's own throughout)."""
+    def impl(name):
+        return "native" if kernels_cfg is None else getattr(kernels_cfg, name)
+
     if cfg.name == "resnet":
-        return ResNetBackbone(cfg.depth, cfg.freeze_at, cfg.norm)
+        return ResNetBackbone(cfg.depth, cfg.freeze_at, cfg.norm, frozen_bn_impl=impl("frozen_bn"))
     if cfg.name == "swin":
         overrides = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
-        return swin_backbone(cfg.variant, gelu_impl=gelu_impl, attention_impl=attention_impl,
-                             layer_norm_impl=layer_norm_impl, **overrides)
+        return swin_backbone(cfg.variant, gelu_impl=impl("gelu"), attention_impl=impl("window_attention"),
+                             layer_norm_impl=impl("layer_norm"), **overrides)
     raise ValueError(f"model.backbone.name: unknown backbone {cfg.name!r} (resnet | swin)")
 
 
@@ -24,8 +29,7 @@ def build_model(model_cfg, kernels_cfg):
         focus_rho=model_cfg.focus_rho, cascade=tuple(model_cfg.cascade), topk_sa=model_cfg.topk_sa,
         msda_impl=kernels_cfg.msda, token_ops_impl=kernels_cfg.token_ops, gelu_impl=kernels_cfg.gelu,
         layer_norm_impl=kernels_cfg.layer_norm)
-    backbone = build_backbone(model_cfg.backbone, kernels_cfg.gelu, kernels_cfg.window_attention,
-                              kernels_cfg.layer_norm)
+    backbone = build_backbone(model_cfg.backbone, kernels_cfg)
     return FocusDETR(backbone, transformer,
                      num_classes=model_cfg.num_classes,
                      embed_dim=model_cfg.embed_dim,

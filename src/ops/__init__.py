@@ -6,8 +6,9 @@
 * ``GELUKernel``: the exact GELU, forward and backward each one pass (CPU only).
 * ``WindowAttentionKernel``: Swin's window attention core, one pass per window (CPU only).
 * ``LayerNormKernel``: LayerNorm over the last axis, one pass per row (CPU only).
+* ``FrozenBatchNormKernel``: a ResNet's frozen BatchNorm with its shortcut and ReLU, one pass (CPU only).
 
-Each but the last three exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use
+Each but the last four exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use
 (``src.ops.build``); on GPU and Ascend MindSpore's GELU and LayerNorm are fused kernels already and MindSpore's
 batched products are the fast path for the window attention. On Ascend
 the sampling core is MindSpore's built-in fused operator (``MSDeformAttnCoreAscend``) and the
@@ -27,6 +28,7 @@ from .build import (  # noqa: F401
     running_on_target,
     target_device,
 )
+from .frozen_bn_kernel import FrozenBatchNormKernel  # noqa: F401
 from .gelu_kernel import GELUKernel  # noqa: F401
 from .layer_norm_kernel import LayerNormKernel  # noqa: F401
 from .lsap_kernel import LinearSumAssignmentKernel  # noqa: F401
@@ -94,3 +96,8 @@ def window_attention_kernel_or_none(head_dim, tokens, required=False, fallback="
 def layer_norm_kernel_or_none(dim, epsilon, required=False, fallback="native"):
     """``LayerNormKernel(dim, epsilon)``, or None (one warning) as ``msda_core_or_none``."""
     return _built_or_none(lambda: LayerNormKernel(dim, epsilon), "LayerNorm", required, fallback)
+
+
+def frozen_bn_kernel_or_none(epsilon, required=False, fallback="native"):
+    """``FrozenBatchNormKernel(epsilon)``, or None (one warning) as ``msda_core_or_none``."""
+    return _built_or_none(lambda: FrozenBatchNormKernel(epsilon), "frozen BatchNorm", required, fallback)

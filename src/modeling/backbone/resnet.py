@@ -6,7 +6,8 @@ trainable BatchNorm (``norm="bn"``) serve small models trained from scratch (the
 mindcv's stem differs from detectron2/torchvision in one place: its 3x3/2 max-pool uses
 TF "same" padding, which on even-sized maps pads only bottom/right and shifts every window.
 We replace it with symmetric padding 1 (-inf). All BatchNorms are frozen
-(``FrozenBatchNorm2d``), and parameters up to ``freeze_at`` do not train. mindcv's block adds
+(``resnet_norm.FrozenBatchNorm2d``, which also applies the block's shortcut and ReLU after it),
+and parameters up to ``freeze_at`` do not train. mindcv's block adds
 the shortcut in place (``out += identity``); in a large graph MindSpore turns every in-place
 op into a side effect with control edges to all kernels, so our block adds out of place.
 
@@ -14,12 +15,12 @@ op into a side effect with control edges to all kernels, so our block adds out o
 every input of a convolution or pool wider than 1x1 is zeroed outside the extent, so the maps
 inside it are those of an extent-sized image (whose convolutions pad with zeros).
 """
-import numpy as np
 from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import nn, ops
 
 from ...layers.extent import downsampled, keep_inside
 from ...layers.portable_backward import concat
+from .resnet_norm import resnet_norm
 
 
 class StemMaxPool(nn.Cell):
@@ -39,44 +40,20 @@ class StemMaxPool(nn.Cell):
         return self.pool(concat((row, x, row), 2))
 
 
-class FrozenBatchNorm2d(nn.Cell):
-    """BatchNorm with fixed statistics and affine: y = (x - mean) / sqrt(var + eps) * w + b.
-
-    Parameter names follow mindcv/MindSpore BatchNorm (gamma, beta, moving_mean,
-    moving_variance) so mindcv ImageNet checkpoints load directly.
-
-    Computed by the inference form of the BatchNorm kernel rather than detectron2's
-    ``x * scale + shift``: in a graph-mode ResNet on CPU the broadcast multiply-add keeps every
-    block's activations alive (R50 at 800x1333: 8.4 GB peak against 0.96 GB) and is slower
-    (2.07 s against 1.42 s). The two differ by float32 rounding (2e-6 relative on res5).
-    """
-
-    def __init__(self, num_features, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-        self.gamma = Parameter(Tensor(np.ones(num_features, np.float32)), requires_grad=False)
-        self.beta = Parameter(Tensor(np.zeros(num_features, np.float32)), requires_grad=False)
-        self.moving_mean = Parameter(Tensor(np.zeros(num_features, np.float32)), requires_grad=False)
-        self.moving_variance = Parameter(Tensor(np.ones(num_features, np.float32)), requires_grad=False)
-
-    def construct(self, x):
-        return ops.batch_norm(x, self.moving_mean, self.moving_variance, self.gamma, self.beta,
-                              training=False, eps=self.eps)
-
-
 class _Bottleneck(Bottleneck):
     """Takes and returns (map, extent of the map) so that ``nn.SequentialCell`` carries both."""
 
     def __init__(self, in_channels, channels, stride=1, **kwargs):
         super().__init__(in_channels, channels, stride=stride, **kwargs)
         self.stride = stride
+        del self.relu  # applied by the norms (resnet_norm)
 
     def construct(self, inputs):
         x, extent = inputs
         identity = x if self.down_sample is None else self.down_sample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(keep_inside(out, extent))))
-        return self.relu(self.bn3(self.conv3(out)) + identity), downsampled(extent, self.stride)
+        out = self.bn1(self.conv1(x), relu=True)
+        out = self.bn2(self.conv2(keep_inside(out, extent)), relu=True)
+        return self.bn3(self.conv3(out), identity, relu=True), downsampled(extent, self.stride)
 
 
 class _BasicBlock(BasicBlock):
@@ -85,18 +62,18 @@ class _BasicBlock(BasicBlock):
     def __init__(self, in_channels, channels, stride=1, **kwargs):
         super().__init__(in_channels, channels, stride=stride, **kwargs)
         self.stride = stride
+        del self.relu  # applied by the norms (resnet_norm)
 
     def construct(self, inputs):
         x, extent = inputs
         identity = x if self.down_sample is None else self.down_sample(x)
-        out = self.relu(self.bn1(self.conv1(keep_inside(x, extent))))
+        out = self.bn1(self.conv1(keep_inside(x, extent)), relu=True)
         out_extent = downsampled(extent, self.stride)
-        return self.relu(self.bn2(self.conv2(keep_inside(out, out_extent))) + identity), out_extent
+        return self.bn2(self.conv2(keep_inside(out, out_extent)), identity, relu=True), out_extent
 
 
 _DEPTHS = {18: (_BasicBlock, [2, 2, 2, 2]), 34: (_BasicBlock, [3, 4, 6, 3]),
            50: (_Bottleneck, [3, 4, 6, 3]), 101: (_Bottleneck, [3, 4, 23, 3])}
-_NORMS = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d}
 
 
 class ResNetBackbone(ResNet):
@@ -107,13 +84,12 @@ class ResNetBackbone(ResNet):
     freezes res2..res{k}. ``norm``: 'frozen_bn' (official) or 'bn' (trainable BatchNorm).
     """
 
-    def __init__(self, depth=50, freeze_at=1, norm="frozen_bn"):
+    def __init__(self, depth=50, freeze_at=1, norm="frozen_bn", frozen_bn_impl="native"):
         if depth not in _DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
-        if norm not in _NORMS:
-            raise ValueError(f"ResNet norm must be one of {sorted(_NORMS)}, got {norm!r}")
         block, layers = _DEPTHS[depth]
-        super().__init__(block, layers, norm=_NORMS[norm])
+        super().__init__(block, layers, norm=resnet_norm(norm, frozen_bn_impl))
+        del self.relu  # each norm applies its block's ReLU (resnet_norm)
         self.trainable_norm = norm == "bn"
         self.max_pool = StemMaxPool()
         del self.pool
@@ -136,7 +112,7 @@ class ResNetBackbone(ResNet):
         """``extent``: (B,2) official extent in pixels, or None (the canvas); the image is
         already zero outside it."""
         extent = downsampled(extent, 2)
-        x = self.max_pool(keep_inside(self.relu(self.bn1(self.conv1(x))), extent))
+        x = self.max_pool(keep_inside(self.bn1(self.conv1(x), relu=True), extent))
         x = self.layer1((x, downsampled(extent, 2)))
         res3 = self.layer2(x)
         res4 = self.layer3(res3)
