@@ -577,6 +577,8 @@ class NormTail(nn.Cell):
     def construct(self, x, shortcut, weight):
         if self.tail == "add_relu":
             y = self.norm(x, shortcut, relu=True)
+        elif self.tail == "add":
+            y = self.norm(x, shortcut)
         elif self.tail == "relu":
             y = self.norm(x, relu=True)
         else:
@@ -591,17 +593,19 @@ def frozen_bn_float64(x, shortcut, dy, stats, tail, eps=1e-5):
     gamma, beta, mean, var = (stats[k].astype(np.float64).reshape(-1, *[1] * (x.ndim - 2))
                               for k in ("gamma", "beta", "moving_mean", "moving_variance"))
     scale = gamma / np.sqrt(var + eps)
-    y = x * scale + (beta - mean * scale) + (shortcut if tail == "add_relu" else 0)
-    g = dy * (y > 0) if tail != "none" else dy
-    return (np.maximum(y, 0) if tail != "none" else y), g * scale, (g if tail == "add_relu" else 0 * g)
+    y = x * scale + (beta - mean * scale) + (shortcut if tail in ("add", "add_relu") else 0)
+    relu = tail in ("relu", "add_relu")
+    g = dy * (y > 0) if relu else dy
+    return (np.maximum(y, 0) if relu else y), g * scale, (g if tail in ("add", "add_relu") else 0 * g)
 
 
 # (2, 6, 5, 7): a block output; (1, 3, 33): planes no vector length divides; (2, 5, 1, 1): 1x1 planes
 @pytest.mark.parametrize("shape", [(2, 6, 5, 7), (1, 3, 33), (2, 5, 1, 1)])
-@pytest.mark.parametrize("tail", ["none", "relu", "add_relu"])
+@pytest.mark.parametrize("tail", ["none", "relu", "add_relu", "add"])
 def test_frozen_bn_kernel_matches_float64_and_the_reference(mode, shape, tail):
     """Output and the gradients of x and the shortcut against float64 and against the norm's
-    MindSpore operators (BatchNorm, Add, ReLU), for each ending of a block."""
+    MindSpore operators (BatchNorm, Add, ReLU), for each ending of a block (and a shortcut without
+    the ReLU, which no block has)."""
     c = shape[1]
     stats = {"gamma": RNG.uniform(0.5, 1.5, c), "beta": RNG.normal(0, 0.5, c), "moving_mean": RNG.normal(0, 1, c),
              "moving_variance": RNG.uniform(0.1, 3, c)}
@@ -626,8 +630,8 @@ def test_frozen_bn_kernel_matches_float64_and_the_reference(mode, shape, tail):
     for got, exact, reference in ((got_dx, dx, ref_dx), (got_dshortcut, dshortcut, ref_dshortcut)):
         np.testing.assert_allclose(got, exact, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-6)
-    elementwise = norm(Tensor(x), Tensor(shortcut), relu=True) if tail == "add_relu" else norm(
-        Tensor(x), relu=tail == "relu")
+    shortcut_arg = Tensor(shortcut) if tail in ("add", "add_relu") else None
+    elementwise = norm(Tensor(x), shortcut_arg, relu=tail in ("relu", "add_relu"))
     np.testing.assert_allclose(elementwise.asnumpy(), y, rtol=1e-5, atol=2e-6)
     half = norm(Tensor(x.astype(np.float16)))  # cast around the float32 kernel
     assert half.dtype == ms.float16

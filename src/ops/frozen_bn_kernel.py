@@ -18,7 +18,8 @@ from .build import KernelUnavailable, current_device, library_path
 class FrozenBatchNormKernel(nn.Cell):
     """``construct(x, gamma, beta, mean, var, shortcut=None, relu=False)``: ``x`` (N, C, ...) times
     the channel scale plus the shift, plus ``shortcut`` (x's shape) when given, then the ReLU when
-    ``relu`` (a shortcut comes with the ReLU: the block's ending). Float32 inside."""
+    ``relu``. Float32 inside; a shortcut without the ReLU (no ResNet block ends so) is added after
+    the kernel."""
 
     def __init__(self, epsilon=1e-5):
         super().__init__()
@@ -61,10 +62,12 @@ class FrozenBatchNormKernel(nn.Cell):
         f32 = ms.float32
         params = (ops.cast(x, f32), ops.cast(gamma, f32), ops.cast(beta, f32), ops.cast(mean, f32),
                   ops.cast(var, f32), self.eps)
-        if shortcut is not None:
+        if shortcut is not None and relu:
             y = self.with_add_relu(*params, ops.cast(shortcut, f32))
         elif relu:
             y = self.with_relu(*params)
         else:
             y = self.plain(*params)
+            if shortcut is not None:
+                y = y + ops.cast(shortcut, f32)
         return ops.cast(y, x.dtype)
