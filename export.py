@@ -35,10 +35,12 @@ from src.tools.onnx_graph import repair
 # into the MINDIR, so a graph using them runs only on this machine's CPU. By default the export
 # uses the pure-MindSpore implementations, which run on any device.
 PORTABLE_KERNELS = ["kernels.msda=reference", "kernels.token_ops=reference", "kernels.gelu=native",
-                    "kernels.window_attention=native", "kernels.layer_norm=native", "kernels.frozen_bn=native"]
+                    "kernels.window_attention=native", "kernels.layer_norm=native", "kernels.frozen_bn=native",
+                    "kernels.position_embedding=native"]
 # what MindSpore 2.10's ONNX exporter converts (README, "Export")
 ONNX_KERNELS = ["kernels.msda=gather", "kernels.token_ops=reference", "kernels.gelu=rational",
-                "kernels.window_attention=native", "kernels.layer_norm=native", "kernels.frozen_bn=native"]
+                "kernels.window_attention=native", "kernels.layer_norm=native", "kernels.frozen_bn=native",
+                "kernels.position_embedding=native"]
 OUTPUT_NAMES = ("scores", "labels", "boxes", "keep")
 
 

@@ -26,6 +26,11 @@ deformable-attention block against the same block in PyTorch, side by side in on
 * ``frozen_bn``: the end of an R50 bottleneck on its res2 map at 800x1333 (256 x 200 x 334):
   frozen BatchNorm, shortcut, ReLU, 'native' (MindSpore's BatchNorm, Add, ReLU) against 'kernel'
   (fused AOT, CPU only; forward+backward: the gradients of x and the shortcut).
+* ``position_embedding``: the image's sine position embedding of the four R50 levels at 800x1333
+  (B=1, 22223 positions x 256 channels, padding masks of an image filling 92 % of each side):
+  'native' (MindSpore's Sin, Cos, Concat) against 'kernel' (fused AOT, CPU only); the embedding
+  has no gradient (it comes from the mask), so forward+backward is the gradient of a weight
+  multiplying it, what a training step adds.
 
 Each implementation runs in its own subprocess (clean peak RSS; a crash in one does not stop
 the others); one whose estimated peak memory exceeds 80% of MemAvailable is skipped (say so)
@@ -45,7 +50,7 @@ one run of a single round moved the row gather's ratio between 2.9x and 6.0x on 
 The last line is machine-readable:
     bench_ops: rounds=<n> msda_speedup=<x>[<min>-<max>] msda_speedup_vs_gather=<x>[..] gather_speedup=<x>[..]
         scatter_speedup=<x>[..] vs_torch=<r>[..] window_attention_speedup=<x>[..] layer_norm_speedup=<x>[..]
-        frozen_bn_speedup=<x>[..]
+        frozen_bn_speedup=<x>[..] position_embedding_speedup=<x>[..]
 (x = reference (gather, native) forward+backward median wall time over the kernel's; r = our block's
 forward+backward time over PyTorch's; median over the rounds, [range]; na = not measured)
 """
@@ -68,9 +73,10 @@ BLOCK_IMPLS = ("torch", "kernel")
 WINDOW_IMPLS = ("native", "kernel")
 LAYER_NORM_IMPLS = ("native", "kernel")
 FROZEN_BN_IMPLS = ("native", "kernel")
+POSITION_EMBEDDING_IMPLS = ("native", "kernel")
 OPS = {"msda": MSDA_IMPLS, "msda_dec": MSDA_IMPLS, "row_gather": TOKEN_IMPLS, "row_scatter": TOKEN_IMPLS,
        "block": BLOCK_IMPLS, "window_attention": WINDOW_IMPLS,
-       "layer_norm": LAYER_NORM_IMPLS, "frozen_bn": FROZEN_BN_IMPLS}
+       "layer_norm": LAYER_NORM_IMPLS, "frozen_bn": FROZEN_BN_IMPLS, "position_embedding": POSITION_EMBEDDING_IMPLS}
 BASE_LEVELS = ((100, 167), (50, 84), (25, 42), (13, 21))
 BLOCK_LEVELS = ((68, 113), (34, 57), (17, 29), (9, 15))
 DECODER_QUERIES = 900 + 200
@@ -172,6 +178,8 @@ def run_one(op, impl, mode, repeat, scale):
         fwd, fwd_bwd = layer_norm(impl, scale, rng)
     elif op == "frozen_bn":
         fwd, fwd_bwd = frozen_bn(impl, scale, rng)
+    elif op == "position_embedding":
+        fwd, fwd_bwd = position_embedding(impl, scale, rng)
     elif op in ("msda", "msda_dec"):
         from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
         from src.ops.msda_kernel import MSDeformAttnCoreKernel
@@ -349,6 +357,51 @@ def frozen_bn(impl, scale, rng):
 
     backward = ms.value_and_grad(Loss(), grad_position=(0, 1))
     return (lambda: norm(x, shortcut, relu=True)), (lambda: backward(x, shortcut, g))
+
+
+def position_embedding(impl, scale, rng):
+    """(forward, value_and_grad of sum(embedding * weight) for the weights) of the four levels'
+    sine embeddings, ``impl`` 'native' (MindSpore's operators) or 'kernel'."""
+    import mindspore as ms
+    import numpy as np
+    from mindspore import Parameter, ParameterTuple, Tensor, nn
+
+    from src.layers.position_embedding import PositionEmbeddingSine
+
+    masks = []
+    for h, w in BASE_LEVELS:
+        h, w = max(1, round(h * math.sqrt(scale))), max(1, round(w * math.sqrt(scale)))
+        mask = np.zeros((1, h, w), bool)
+        mask[:, int(0.92 * h) + 1:] = True
+        mask[:, :, int(0.92 * w) + 1:] = True
+        masks.append(Tensor(mask))
+    embedding = PositionEmbeddingSine(128, 20, 0.0, impl=impl)
+
+    class Embed(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.embedding = embedding
+
+        def construct(self, masks):
+            return tuple(self.embedding(m) for m in masks)
+
+    class Loss(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.embedding = embedding
+            self.weights = ParameterTuple(Parameter(Tensor(rng.standard_normal(m.shape + (256,), np.float32)),
+                                                    name=f"w{i}") for i, m in enumerate(masks))
+
+        def construct(self, masks):
+            total = 0.0
+            for m, w in zip(masks, self.weights):
+                total = total + (self.embedding(m) * w).sum()
+            return total
+
+    forward, loss = Embed(), Loss()
+    backward = ms.value_and_grad(loss, grad_position=None, weights=loss.trainable_params())
+    masks = tuple(masks)
+    return (lambda: forward(masks)), (lambda: backward(masks))
 
 
 def measure(op, impl, fwd, fwd_bwd, repeat):
@@ -577,6 +630,7 @@ def main():
           f"{WINDOW_TOKENS} tokens x {HEAD_DIM}, masked (Swin-T stage 1)")
     print(f"layer_norm: {LAYER_NORM_SHAPE} at scale 1 (Swin-T stage 1), over the last axis")
     print(f"frozen_bn: {FROZEN_BN_SHAPE} at scale 1 (R50 res2), frozen BatchNorm + shortcut + ReLU")
+    print(f"position_embedding: levels {list(BASE_LEVELS)} at scale 1 (R50), B=1, 256 channels")
     plan = [(op, impl) for op in OPS if op in args.ops for impl in OPS[op] if impl not in args.skip]
     rounds = []  # each round runs every implementation once, in the same order: side by side
     for k in range(args.rounds):
@@ -591,17 +645,17 @@ def main():
     def median_of(values):
         return statistics.median(values) if values else None
 
-    print(f"\n{'op':11s} {'impl':10s} {'fwd ms':>9s} {'f+b ms':>9s} {'fwd cpu':>9s} {'f+b cpu':>9s} "
+    print(f"\n{'op':18s} {'impl':10s} {'fwd ms':>9s} {'f+b ms':>9s} {'fwd cpu':>9s} {'f+b cpu':>9s} "
           f"{'1st fwd':>9s} {'1st f+b':>9s} {'peak MB':>8s} {'fwd x':>6s} {'f+b x':>6s} {'f+b x range':>12s}")
     for op, impl in plan:
         runs = [r[(op, impl)] for r in rounds if "error" not in r[(op, impl)]]
         if not runs:
-            print(f"{op:11s} {impl:10s} {rounds[0][(op, impl)]['error']}")
+            print(f"{op:18s} {impl:10s} {rounds[0][(op, impl)]['error']}")
             continue
         med = {key: median_of([r[key] for r in runs]) for key in runs[0] if isinstance(runs[0][key], float)}
         spread = ratios(op, impl, "fwd_bwd")
         fwd_x, fwd_bwd_x = median_of(ratios(op, impl, "fwd")), median_of(spread)
-        print(f"{op:11s} {impl:10s} " + " ".join(fmt(med[k]) for k in (
+        print(f"{op:18s} {impl:10s} " + " ".join(fmt(med[k]) for k in (
             "fwd", "fwd_bwd", "fwd_cpu", "fwd_bwd_cpu", "first_fwd", "first_fwd_bwd"))
               + f" {max(r['peak_rss_mb'] for r in runs):8.0f} "
               + " ".join(f"{c:6.1f}" if c else "     -" for c in (fwd_x, fwd_bwd_x))
@@ -624,7 +678,8 @@ def main():
           f"vs_torch={show('block', 'torch')} "
           f"window_attention_speedup={show('window_attention', 'native')} "
           f"layer_norm_speedup={show('layer_norm', 'native')} "
-          f"frozen_bn_speedup={show('frozen_bn', 'native')}")
+          f"frozen_bn_speedup={show('frozen_bn', 'native')} "
+          f"position_embedding_speedup={show('position_embedding', 'native')}")
 
 if __name__ == "__main__":
     main()

@@ -93,12 +93,13 @@ def np_sine_embedding(mask, feats, temperature, offset, eps=1e-6):
     return np.concatenate(out, -1).transpose(0, 3, 1, 2)
 
 
+@pytest.mark.parametrize("impl", ["native", "kernel"])
 @pytest.mark.parametrize("temperature, offset", [(10000, -0.5), (20, 0.0)])
-def test_position_embedding_sine_with_padding(mode, temperature, offset):
+def test_position_embedding_sine_with_padding(mode, temperature, offset, impl):
     mask = np.zeros((2, 6, 9), bool)
     mask[1, 4:, :] = True
     mask[1, :, 7:] = True
-    out = PositionEmbeddingSine(16, temperature, offset)(Tensor(mask)).asnumpy().transpose(0, 3, 1, 2)  # NHWC -> NCHW
+    out = PositionEmbeddingSine(16, temperature, offset, impl=impl)(Tensor(mask)).asnumpy().transpose(0, 3, 1, 2)
     # fully padded rows/columns divide offset by eps (|angle| ~ 1e6): float32 rounding there is
     # checked against the official float32 code by the golden training fixture instead
     ok = ~mask[1]

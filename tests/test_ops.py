@@ -11,7 +11,8 @@ token gather/scatter kernels are compared with ``RowGatherReference``/``RowScatt
 The GELU kernel (CPU only) is compared with float64 GELU and ``portable_backward.GELU``, the
 window attention kernel (CPU only) with float64 attention and ``window_attention_reference``, the
 LayerNorm kernel (CPU only) with float64 LayerNorm and ``nn.LayerNorm``, the frozen BatchNorm
-kernel (CPU only) with float64 and the ResNet norm's MindSpore operators.
+kernel (CPU only) with float64 and the ResNet norm's MindSpore operators, the sine position
+embedding kernel (CPU only) with MindSpore's operators (tests/test_layers.py: with float64).
 The build/fallback machinery is checked with a simulated missing compiler.
 """
 import logging
@@ -33,12 +34,14 @@ from src.layers.attention import build_window_attention, window_attention_refere
 from src.layers.layer_norm import build_layer_norm
 from src.layers.ms_deform_attn import MSDeformAttnCoreGather, MSDeformAttnCoreReference
 from src.layers.portable_backward import GELU, build_gelu
+from src.layers.position_embedding import PositionEmbeddingSine
 from src.layers.token_ops import RowGatherReference, RowScatterReference
 from src.modeling.backbone.resnet_norm import FrozenBatchNorm2d
 from src.ops import (
     FrozenBatchNormKernel,
     GELUKernel,
     LayerNormKernel,
+    SineEmbeddingKernel,
     WindowAttentionKernel,
     build,
     msda_kernel,
@@ -659,3 +662,58 @@ def test_frozen_bn_dispatch(fresh_build_state, monkeypatch, caplog):
     assert len(warnings) == 1 and "frozen BatchNorm" in warnings[0] and "CPU only" in warnings[0], warnings
     assert_one_warning_without_compiler(monkeypatch, caplog, lambda: FrozenBatchNorm2d(8, impl="auto").kernel is None,
                                         "frozen BatchNorm")
+
+
+# ---------------------------------------------------------------- sine position embedding (CPU only)
+
+class SineEmbeddingLoss(nn.Cell):
+    """sum(kernel(y, x, dim_t) * weight): the counts' gradient through the kernel's backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel = SineEmbeddingKernel()
+
+    def construct(self, y_embed, x_embed, pair_dim_t, weight):
+        return (self.kernel(y_embed, x_embed, pair_dim_t) * weight).sum()
+
+
+# (2, 13, 21): padding inside and fully padded rows and columns (angles ~1e6 there); (1, 1, 1)
+@pytest.mark.parametrize("shape", [(2, 13, 21), (1, 1, 1)])
+@pytest.mark.parametrize("temperature, offset", [(10000, -0.5), (20, 0.0)])
+def test_sine_embedding_kernel_matches_the_reference(mode, shape, temperature, offset):
+    """The embedding of padding masks, the kernel against MindSpore's operators (the division,
+    Sin, Cos, Concat) to float32 rounding of sin and cos, every channel; its backward is zeros
+    (the counts come from the mask)."""
+    mask = RNG.random(shape) < 0.2
+    if shape[1] > 1:
+        mask[0, 9:] = True
+        mask[0, :, 15:] = True
+    kernel, native = (PositionEmbeddingSine(128, temperature, offset, impl=impl) for impl in ("kernel", "native"))
+    assert isinstance(kernel.kernel, SineEmbeddingKernel) and native.kernel is None
+    got, ref = kernel(Tensor(mask)).asnumpy(), native(Tensor(mask)).asnumpy()
+    assert got.shape == shape + (256,)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=3e-7)
+    counts = [Tensor(RNG.uniform(0, 7, shape).astype(np.float32)) for _ in range(2)]
+    weight = Tensor(RNG.normal(size=shape + (256,)).astype(np.float32))
+    grads = ms.grad(SineEmbeddingLoss(), grad_position=(0, 1))(*counts, kernel.pair_dim_t, weight)
+    assert all(not g.asnumpy().any() and g.shape == shape for g in grads)
+
+
+def test_sine_embedding_dispatch(fresh_build_state, monkeypatch, caplog):
+    """'kernel' is the kernel or an error; 'auto' falls back to MindSpore's operators with one
+    warning on devices without the kernel and without a compiler."""
+    assert isinstance(PositionEmbeddingSine(impl="kernel").kernel, SineEmbeddingKernel)
+    assert isinstance(PositionEmbeddingSine(impl="auto").kernel, SineEmbeddingKernel)
+    assert PositionEmbeddingSine(impl="native").kernel is None
+    with pytest.raises(ValueError, match="kernels.position_embedding"):
+        PositionEmbeddingSine(impl="fused")
+    with kops.target_device("GPU"):
+        with pytest.raises(kops.KernelUnavailable, match="CPU only"):
+            PositionEmbeddingSine(impl="kernel")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="focus_detr.ops"):
+            assert all(PositionEmbeddingSine(impl="auto").kernel is None for _ in range(3))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "sine position embedding" in warnings[0] and "CPU only" in warnings[0], warnings
+    assert_one_warning_without_compiler(monkeypatch, caplog, lambda: PositionEmbeddingSine(impl="auto").kernel is None,
+                                        "sine position embedding")

@@ -39,16 +39,22 @@ class PositionEmbeddingSine(nn.Cell):
 
     Channels 0..F-1 encode y, F..2F-1 encode x. ``temperature``/``offset`` differ between the
     official 12-epoch (10000, -0.5) and 24/36-epoch (20, 0.0) configs.
+
+    ``impl`` (``kernels.position_embedding``) computes the sines and cosines of the counts:
+    'native' by MindSpore's operators, 'kernel' by ``src.ops.SineEmbeddingKernel`` (CPU only, one
+    pass; an error where it cannot be built), 'auto' the kernel where it can run, else 'native'
+    with one warning per process. The running counts are MindSpore's in all three.
     """
 
     def __init__(self, num_pos_feats=128, temperature=10000, offset=0.0, normalize=True,
-                 scale=2 * math.pi, eps=1e-6):
+                 scale=2 * math.pi, eps=1e-6, impl="native"):
         super().__init__()
         self.normalize = normalize
         self.offset = float(offset)
         self.scale = float(scale)
         self.eps = float(eps)
         self.pair_dim_t = _pair_frequencies(num_pos_feats, temperature)
+        self.kernel = _kernel_or_none(impl)
 
     def construct(self, mask):
         not_mask = logical_not(mask).astype(ms.float32)
@@ -57,8 +63,20 @@ class PositionEmbeddingSine(nn.Cell):
         if self.normalize:
             y_embed = divide(y_embed + self.offset, y_embed[:, -1:, :] + self.eps) * self.scale
             x_embed = divide(x_embed + self.offset, x_embed[:, :, -1:] + self.eps) * self.scale
+        if self.kernel is not None:
+            return self.kernel(y_embed, x_embed, self.pair_dim_t)
         return concat([_interleaved_sin_cos(y_embed, self.pair_dim_t), _interleaved_sin_cos(x_embed, self.pair_dim_t)],
                       -1)
+
+
+def _kernel_or_none(impl):
+    if impl == "native":
+        return None
+    if impl in ("auto", "kernel"):
+        from ..ops import sine_embedding_kernel_or_none  # lazy: compiles the kernels on first use only
+
+        return sine_embedding_kernel_or_none(required=impl == "kernel", fallback="native")
+    raise ValueError(f"kernels.position_embedding: unknown implementation {impl!r} (auto | kernel | native)")
 
 
 class BoxSineEmbedding(nn.Cell):

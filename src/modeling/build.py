@@ -35,4 +35,5 @@ def build_model(model_cfg, kernels_cfg):
                      embed_dim=model_cfg.embed_dim,
                      pos_temperature=model_cfg.position_embedding.temperature,
                      pos_offset=model_cfg.position_embedding.offset,
-                     canvas=model_cfg.canvas)
+                     canvas=model_cfg.canvas,
+                     position_embedding_impl=kernels_cfg.position_embedding)

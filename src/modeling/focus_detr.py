@@ -43,13 +43,14 @@ class FocusDETR(nn.Cell):
     """
 
     def __init__(self, backbone, transformer, num_classes=80, embed_dim=256, pos_temperature=10000,
-                 pos_offset=-0.5, canvas="extent"):
+                 pos_offset=-0.5, canvas="extent", position_embedding_impl="native"):
         super().__init__()
         if canvas not in CANVAS_MODES:
             raise ValueError(f"model.canvas must be one of {CANVAS_MODES}, got {canvas!r}")
         self.backbone = backbone
         self.neck = ChannelMapper(backbone.out_channels, embed_dim, transformer.num_levels)
-        self.position_embedding = PositionEmbeddingSine(embed_dim // 2, pos_temperature, pos_offset)
+        self.position_embedding = PositionEmbeddingSine(embed_dim // 2, pos_temperature, pos_offset,
+                                                        impl=position_embedding_impl)
         self.transformer = transformer
         self.label_enc = nn.Embedding(num_classes, embed_dim)
         self.num_classes = num_classes

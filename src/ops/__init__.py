@@ -7,8 +7,9 @@
 * ``WindowAttentionKernel``: Swin's window attention core, one pass per window (CPU only).
 * ``LayerNormKernel``: LayerNorm over the last axis, one pass per row (CPU only).
 * ``FrozenBatchNormKernel``: a ResNet's frozen BatchNorm with its shortcut and ReLU, one pass (CPU only).
+* ``SineEmbeddingKernel``: the image's sine position embedding, one pass (CPU only).
 
-Each but the last four exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use
+Each but the last five exists for CPU (C++/OpenMP) and GPU (CUDA) and compiles on first use
 (``src.ops.build``); on GPU and Ascend MindSpore's GELU and LayerNorm are fused kernels already and MindSpore's
 batched products are the fast path for the window attention. On Ascend
 the sampling core is MindSpore's built-in fused operator (``MSDeformAttnCoreAscend``) and the
@@ -34,6 +35,7 @@ from .layer_norm_kernel import LayerNormKernel  # noqa: F401
 from .lsap_kernel import LinearSumAssignmentKernel  # noqa: F401
 from .msda_ascend import MSDeformAttnCoreAscend  # noqa: F401
 from .msda_kernel import MSDeformAttnCoreKernel  # noqa: F401
+from .sine_embedding_kernel import SineEmbeddingKernel  # noqa: F401
 from .token_kernel import RowGatherKernel, RowScatterKernel  # noqa: F401
 from .window_attention_kernel import WindowAttentionKernel  # noqa: F401
 
@@ -101,3 +103,8 @@ def layer_norm_kernel_or_none(dim, epsilon, required=False, fallback="native"):
 def frozen_bn_kernel_or_none(epsilon, required=False, fallback="native"):
     """``FrozenBatchNormKernel(epsilon)``, or None (one warning) as ``msda_core_or_none``."""
     return _built_or_none(lambda: FrozenBatchNormKernel(epsilon), "frozen BatchNorm", required, fallback)
+
+
+def sine_embedding_kernel_or_none(required=False, fallback="native"):
+    """``SineEmbeddingKernel()``, or None (one warning) as ``msda_core_or_none``."""
+    return _built_or_none(SineEmbeddingKernel, "sine position embedding", required, fallback)

@@ -37,7 +37,7 @@ REPO = SRC_DIR.parents[1]
 LIB_STEM = "focus_detr_ops"
 HASH_CHARS = 16  # of the source hash in a library's file name
 SOURCES = {"CPU": ("msda_cpu.cpp", "token_ops_cpu.cpp", "lsap_cpu.cpp", "gelu_cpu.cpp", "window_attention_cpu.cpp",
-                   "layer_norm_cpu.cpp", "frozen_bn_cpu.cpp", "aot_infer.cpp"),
+                   "layer_norm_cpu.cpp", "frozen_bn_cpu.cpp", "sine_embedding_cpu.cpp", "aot_infer.cpp"),
            "GPU": ("msda_cuda.cu", "token_ops_cuda.cu", "lsap_cuda.cu", "aot_infer.cpp")}
 HEADERS = ("msda_sampling.h", "lsap.h", "cpu_float32.h")
 SUPPORTED_DEVICES = tuple(SOURCES)

@@ -21,10 +21,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 # ops.gather / tensor_scatter_update token ops, what 'auto' falls back to)
 KERNEL_CHOICES = {"auto": [], "kernel": ["kernels.msda=kernel", "kernels.token_ops=kernel", "kernels.gelu=kernel",
                              "kernels.window_attention=kernel", "kernels.layer_norm=kernel",
-                             "kernels.frozen_bn=kernel"],
+                             "kernels.frozen_bn=kernel", "kernels.position_embedding=kernel"],
                   "pure": ["kernels.msda=gather", "kernels.token_ops=reference", "kernels.gelu=native",
                            "kernels.window_attention=native", "kernels.layer_norm=native",
-                           "kernels.frozen_bn=native"]}
+                           "kernels.frozen_bn=native", "kernels.position_embedding=native"]}
 
 
 class FixtureArrays(dict):
