@@ -697,6 +697,10 @@ def test_sine_embedding_kernel_matches_the_reference(mode, shape, temperature, o
     weight = Tensor(RNG.normal(size=shape + (256,)).astype(np.float32))
     grads = ms.grad(SineEmbeddingLoss(), grad_position=(0, 1))(*counts, kernel.pair_dim_t, weight)
     assert all(not g.asnumpy().any() and g.shape == shape for g in grads)
+    half = kernel.kernel(*(c.astype(ms.float16) for c in counts), kernel.pair_dim_t)  # mixed precision O2
+    full = kernel.kernel(*(c.astype(ms.float16).astype(ms.float32) for c in counts), kernel.pair_dim_t)
+    assert half.dtype == ms.float16
+    np.testing.assert_allclose(half.asnumpy().astype(np.float32), full.asnumpy(), rtol=0, atol=1e-3)
 
 
 def test_sine_embedding_dispatch(fresh_build_state, monkeypatch, caplog):

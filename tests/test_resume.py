@@ -33,9 +33,12 @@ RUN = TINY + [f"train.max_iter={MAX_ITER}", "train.checkpoint_period=1", "train.
               "train.ema_decay=0.9"]
 TIMEOUT = 600
 STOP_BOUND_S = 120  # a killed msrun worker must stop the whole job within this
-# a relaunched msrun job vs an uninterrupted one, largest difference of any entry: measured 1.4e-6, 1.9e-6
-# (BatchNorm running variance; trainable parameters 7.4e-7); resuming one step off: 6e-4 (EMA) and more
-MSRUN_RELAUNCH_ATOL = 1e-5
+# a relaunched msrun job vs an uninterrupted one: equal at the first step after the resume; from the second
+# step on the backbone's gradients differ in their last bits (cause not found; the same with the embedding
+# 'native'), which grows by iteration 9 to 1.4e-6 - 2.9e-6 with the position embedding 'native' and to
+# 8.2e-5 with its kernel (BatchNorm running variance, 6.0 at most); resuming one step off: 6e-4 (EMA) and more
+# at the final checkpoint and unequal at the first step after the resume
+MSRUN_RELAUNCH_ATOL = 1e-3
 
 
 def command(root, out):
@@ -118,12 +121,12 @@ def test_killed_training_resumes_bit_exact(tiny_data, tmp_path):
         + ["log.txt", "metrics.jsonl"])
 
 
-def launcher(root, out, port):
+def launcher(root, out, port, overrides=()):
     env = {k: v for k, v in os.environ.items() if k not in ("NODE_NUM", "WORKER_NUM", "NODE_RANK", "MASTER_ADDR")}
     env.update(DEVICE_TARGET="CPU", MASTER_PORT=str(port),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     return (["bash", "scripts/run_distribute_train.sh", "config/quickstart.yaml", str(root), "2", str(out), *RUN,
-             "--no-eval", "--resume", "auto"], env)
+             *overrides, "--no-eval", "--resume", "auto"], env)
 
 
 def worker_pid(out, rank):
@@ -139,16 +142,17 @@ def worker_pid(out, rank):
     return None
 
 
-def run_msrun(root, out):
-    command_, env = launcher(root, out, free_port())
+def run_msrun(root, out, overrides=()):
+    command_, env = launcher(root, out, free_port(), overrides)
     done = subprocess.run(command_, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 def test_killed_msrun_worker_stops_the_job_and_the_relaunch_resumes(tiny_data, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run_msrun(tiny_data, straight)
-    command_, env = launcher(tiny_data, killed, free_port())
+    keep_all = [f"train.max_checkpoints={MAX_ITER}"]  # the uninterrupted run's step after the resume point
+    run_msrun(tiny_data, straight, keep_all)
+    command_, env = launcher(tiny_data, killed, free_port(), keep_all)
     console = tmp_path / "launcher.log"
     with open(console, "w") as f:
         job = subprocess.Popen(command_, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
@@ -173,10 +177,15 @@ def test_killed_msrun_worker_stops_the_job_and_the_relaunch_resumes(tiny_data, t
     assert "--resume auto" in message
     newest = max(it for it, path in training_checkpoints(str(killed)) if verify_checkpoint(path) is None)
 
-    run_msrun(tiny_data, killed)
+    run_msrun(tiny_data, killed, keep_all)
     log = (killed / "log.txt").read_text()
     assert f"resume auto: continuing from {checkpoint_path(str(killed), newest)}" in log
     assert f"at iteration {newest}" in log
+    # the first step after the resume is the uninterrupted run's, bit for bit
+    resumed, reference = (state(checkpoint_path(str(out), newest + 1)) for out in (killed, straight))
+    assert resumed.keys() == reference.keys()
+    for key, value in reference.items():
+        np.testing.assert_array_equal(resumed[key], value, err_msg=f"iteration {newest + 1}: {key}")
     final = checkpoint_path(str(killed), MAX_ITER)
     assert verify_checkpoint(final) is None
     final, reference = state(final), state(checkpoint_path(str(straight), MAX_ITER))

@@ -9,7 +9,9 @@ levels are cell-level ``to_float`` here:
   float16 and hand float32 back; everything else (norms, box refinement, positional embedding,
   deformable sampling, token scoring and selection) stays float32.
 * ``O2``: the whole model runs in float16 except the normalization layers (LayerNorm, GroupNorm,
-  BatchNorm), which run in float32 and hand float16 back.
+  BatchNorm), which run in float32 and hand float16 back, and the image's position embedding,
+  which stays float32 throughout: its angles reach 1e6 on fully padded rows (the official
+  normalization divides by 1e-6 there), far beyond float16's 65504.
 
 Parameters stay float32 either way (they are the master weights the optimizer updates); the
 model's outputs are cast to float32 before the criterion (``ModelWithLoss``), so matching and
@@ -20,6 +22,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.attention import MultiheadAttention
+from ..layers.position_embedding import PositionEmbeddingSine
 from ..modeling.backbone.resnet_norm import FrozenBatchNorm2d
 
 AMP_LEVELS = ("O0", "O1", "O2")
@@ -58,5 +61,8 @@ def apply_mixed_precision(model, level):
         _wrap(model, O1_FLOAT16_CELLS, ms.float16, ms.float32)
     elif level == "O2":
         model.to_float(ms.float16)
+        for _, cell in model.cells_and_names():
+            if isinstance(cell, PositionEmbeddingSine):  # its output is float32, as at O0
+                cell.to_float(ms.float32)
         _wrap(model, O2_FLOAT32_CELLS, ms.float32, ms.float16)
     return model

@@ -7,14 +7,15 @@ odd ones, interleaved, y's channels then x's, written once per position instead 
 sines, cosines and concatenations over the whole map. The counts come from the padding mask,
 which has no gradient: the backward is zeros.
 """
+import mindspore as ms
 from mindspore import nn, ops
 
 from .build import KernelUnavailable, current_device, library_path
 
 
 class SineEmbeddingKernel(nn.Cell):
-    """``construct(y_embed, x_embed, pair_dim_t)``: float32 (B, h, w) counts and the K distinct
-    frequencies -> (B, h, w, 4K)."""
+    """``construct(y_embed, x_embed, pair_dim_t)``: (B, h, w) counts and the K distinct
+    frequencies -> (B, h, w, 4K); float32 inside (other dtypes are cast around it)."""
 
     def __init__(self):
         super().__init__()
@@ -30,4 +31,6 @@ class SineEmbeddingKernel(nn.Cell):
                              out_dtype=lambda y, x, dim_t: y, bprop=bprop)
 
     def construct(self, y_embed, x_embed, pair_dim_t):
-        return self.op(y_embed, x_embed, pair_dim_t)
+        f32 = ms.float32
+        out = self.op(ops.cast(y_embed, f32), ops.cast(x_embed, f32), ops.cast(pair_dim_t, f32))
+        return ops.cast(out, y_embed.dtype)
