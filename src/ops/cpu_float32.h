@@ -1,5 +1,5 @@
-// Shared by the float32 CPU kernels (gelu_cpu.cpp, window_attention_cpu.cpp, layer_norm_cpu.cpp, frozen_bn_cpu.cpp):
-// argument checks and an exp the compiler vectorizes.
+// Shared by the float32 CPU kernels (gelu_cpu.cpp, window_attention_cpu.cpp, layer_norm_cpu.cpp, frozen_bn_cpu.cpp,
+// sine_embedding_cpu.cpp): argument checks and an exp the compiler vectorizes.
 #pragma once
 #include <algorithm>
 #include <cstdint>
