@@ -12,11 +12,13 @@ A constant broadcast explicitly is folded by the compiler into a constant of the
 which an exported MINDIR then stores (32 MB for a 1000x1000x8 float32, measured); made to
 depend on a data tensor first (``ops.depend``, no computation), it is broadcast at run time.
 """
+import mindspore as ms
 from mindspore import ops
 
 _REAL_DIV = ops.RealDiv()
 
 
+@ms.constexpr
 def broadcast_shape(a, b):
     """numpy's broadcast of two static shapes."""
     rank = max(len(a), len(b))

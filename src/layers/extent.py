@@ -10,6 +10,7 @@ it, so a larger canvas gives the official numbers. ``None`` means the canvas is 
 import mindspore as ms
 from mindspore import ops
 
+from .compile_time import arange_along
 from .masking import logical_not, masked_fill
 
 
@@ -30,8 +31,8 @@ def downsampled(extent, stride):
 
 def inside(extent, height, width):
     """(B,h,w) bool: cells of an (h, w) map that lie inside the (B,2) extent."""
-    rows = ops.arange(height, dtype=ms.int32)[None, :, None] < extent[:, 0, None, None]
-    cols = ops.arange(width, dtype=ms.int32)[None, None, :] < extent[:, 1, None, None]
+    rows = arange_along(height, ms.int32, 1, 3) < extent[:, 0, None, None]
+    cols = arange_along(width, ms.int32, 2, 3) < extent[:, 1, None, None]
     shape = (extent.shape[0], height, width)  # broadcast explicitly (elementwise.py)
     return ops.logical_and(ops.broadcast_to(rows, shape), ops.broadcast_to(cols, shape))
 
@@ -49,7 +50,7 @@ def nearest_source(extent_len, map_len, size):
     cells to ``map_len`` (B,) output cells: min(floor(i * float32(in/out)), in - 1) (ATen's rule;
     its equal-size and exact-2x shortcuts give the same indices)."""
     scale = extent_len.astype(ms.float32) / map_len.astype(ms.float32)
-    i = ops.arange(size, dtype=ms.float32)[None, :]
+    i = arange_along(size, ms.float32, 1, 2)
     idx = ops.floor(i * scale[:, None]).astype(ms.int32)
     return ops.minimum(idx, (extent_len - 1)[:, None])
 

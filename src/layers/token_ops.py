@@ -6,6 +6,8 @@
 import mindspore as ms
 from mindspore import nn, ops
 
+from .compile_time import arange_along
+
 
 def gather_rows(x, idx):
     """x (B,S,...), idx (B,K) int -> (B,K,...), out[b,k] = x[b, idx[b,k]]: one gather from the
@@ -18,7 +20,7 @@ def gather_rows(x, idx):
 def flat_row_indices(idx, rows):
     """idx (B,...) rows of each image's ``rows`` -> the same rows of the batch flattened to B*rows."""
     bsz = idx.shape[0]
-    return idx + ops.arange(bsz, dtype=idx.dtype).reshape((bsz,) + (1,) * (idx.ndim - 1)) * rows
+    return idx + arange_along(bsz, idx.dtype, 0, idx.ndim) * rows
 
 
 class RowGatherReference(nn.Cell):
@@ -42,9 +44,9 @@ class RowScatterReference(nn.Cell):
 
     def construct(self, x, idx, rows, count):
         bsz, k = idx.shape
-        keep = ops.arange(k, dtype=ms.int32)[None, :] < count.astype(ms.int32)[:, None]
+        keep = arange_along(k, ms.int32, 1, 2) < count.astype(ms.int32)[:, None]
         rows = ops.where(keep[..., None], rows, self.gather(x, idx))
-        batch = ops.broadcast_to(ops.arange(bsz, dtype=idx.dtype)[:, None], (bsz, k))
+        batch = ops.broadcast_to(arange_along(bsz, idx.dtype, 0, 2), (bsz, k))
         return ops.tensor_scatter_update(x, ops.stack((batch, idx), -1), rows)
 
 

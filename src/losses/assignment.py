@@ -22,6 +22,8 @@ from mindspore import nn, ops
 from mindspore.scipy.optimize import linear_sum_assignment as builtin_linear_sum_assignment
 from scipy.optimize import linear_sum_assignment
 
+from ..layers.compile_time import arange_along
+
 log = logging.getLogger("focus_detr.matcher")
 IMPLS = ("auto", "builtin", "kernel", "pyfunc")
 
@@ -55,7 +57,7 @@ class AssignmentBuiltin(nn.Cell):
 
     def construct(self, cost, num_valid):
         num_gt = cost.shape[2]
-        columns = ops.arange(num_gt, dtype=ms.int32)
+        columns = arange_along(num_gt, ms.int32)
         matched = ()
         for i in range(cost.shape[0]):
             # the solver refuses dimension_limit 0: solve one column and drop it below

@@ -24,6 +24,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from ..layers.compile_time import arange_along
 from ..layers.portable_backward import concat
 from .focal import sigmoid_focal_loss
 from .foreground_targets import ForegroundTargets, foreground_focal_loss
@@ -115,7 +116,7 @@ class FocusDETRCriterion(nn.Cell):
         matched = matches >= 0
         query = ops.maximum(matches, 0)
         # one-hot class target of every query: (N,B,Q,M) query==match times (B,M,C) one-hot labels
-        hits = (query[:, :, None, :] == ops.arange(num_queries, dtype=ms.int32)[None, None, :, None])
+        hits = (query[:, :, None, :] == arange_along(num_queries, ms.int32, 2, 4))
         hits = ops.logical_and(hits, matched[:, :, None, :]).astype(ms.float32)
         label_onehot = ops.one_hot(gt_labels, self.num_classes, ops.ones((), ms.float32), ops.zeros((), ms.float32))
         targets = ops.matmul(hits.reshape(-1, num_queries, hits.shape[-1]),

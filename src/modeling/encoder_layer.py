@@ -4,6 +4,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.attention import MultiheadAttention
+from ..layers.compile_time import arange_along
 from ..layers.layer_norm import build_layer_norm
 from ..layers.masking import logical_not
 from ..layers.mlp import FFN
@@ -41,7 +42,7 @@ class FocusEncoderLayer(nn.Cell):
     def construct(self, query, query_pos, fg_scores, class_max, num_rows, value, value_mask,
                   reference_points, spatial_shapes):
         bsz, rows, _ = query.shape
-        row_valid = ops.arange(rows, dtype=ms.int32)[None, :] < num_rows[:, None]
+        row_valid = arange_along(rows, ms.int32, 1, 2) < num_rows[:, None]
         mc_score = class_max * fg_scores
         ranked = ops.where(row_valid, mc_score, float("-inf"))
         _, sel = ops.topk(ranked, min(self.topk_sa, rows), dim=1)

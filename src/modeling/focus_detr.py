@@ -4,6 +4,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from ..layers.compile_time import arange_along
 from ..layers.elementwise import broadcast_constant, divide
 from ..layers.extent import downsampled, extent_of, inside, nearest_source
 from ..layers.masking import logical_not, masked_fill
@@ -87,8 +88,8 @@ class FocusDETR(nn.Cell):
         return self.transformer.class_sized_parameters() + [p.name for p in self.label_enc.get_parameters()]
 
     def padding_mask(self, image_sizes, height, width):
-        rows = ops.arange(height, dtype=ms.int32)[None, :, None]
-        cols = ops.arange(width, dtype=ms.int32)[None, None, :]
+        rows = arange_along(height, ms.int32, 1, 3)
+        cols = arange_along(width, ms.int32, 2, 3)
         sizes = image_sizes.astype(ms.int32)
         shape = (sizes.shape[0], height, width)  # broadcast explicitly (elementwise.py)
         return ops.logical_or(ops.broadcast_to(rows >= sizes[:, 0, None, None], shape),

@@ -13,6 +13,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from ..layers.compile_time import arange_along
 from ..layers.extent import rank_last_outside, smallest
 from ..layers.levels import level_starts
 from ..layers.masking import logical_not
@@ -41,7 +42,7 @@ def aligned_axis(in_len, out_len, size):
     in_f = (in_len - 1).astype(ms.float32)
     out_f = (out_len - 1).astype(ms.float32)
     scale = ops.where(out_len > 1, in_f / ops.maximum(out_f, 1.0), 0.0)
-    real = scale[:, None] * ops.arange(size, dtype=ms.float32)[None, :]
+    real = scale[:, None] * arange_along(size, ms.float32, 1, 2)
     last = (in_len - 1)[:, None]
     index0 = ops.minimum(ops.floor(real).astype(ms.int32), last)  # the clamp only acts outside the extent
     index1 = index0 + (index0 < last).astype(ms.int32)
