@@ -8,6 +8,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
+from .dense import Dense
 from .elementwise import broadcast_constant
 from .masking import masked_fill
 
@@ -123,7 +124,7 @@ class MultiheadAttention(nn.Cell):
         self.head_dim = embed_dim // num_heads
         self.in_proj_weight = Parameter(initializer(XavierUniform(), (3 * embed_dim, embed_dim), ms.float32))
         self.in_proj_bias = Parameter(Tensor(np.zeros(3 * embed_dim, np.float32)))
-        self.out_proj = nn.Dense(embed_dim, embed_dim)
+        self.out_proj = Dense(embed_dim, embed_dim)
         self.out_proj.bias.set_data(Tensor(np.zeros(embed_dim, np.float32)))
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.matmul_t = ops.MatMul(transpose_b=True)

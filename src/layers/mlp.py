@@ -1,6 +1,8 @@
 """Feed-forward blocks with the detrex parameter layout (``layers.{i}``)."""
 from mindspore import nn, ops
 
+from .dense import Dense
+
 
 class MLP(nn.Cell):
     """``num_layers`` Dense layers with ReLU between them (detrex ``MLP``)."""
@@ -9,7 +11,7 @@ class MLP(nn.Cell):
         super().__init__()
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.CellList([nn.Dense(i, o) for i, o in zip(dims_in, dims_out)])
+        self.layers = nn.CellList([Dense(i, o) for i, o in zip(dims_in, dims_out)])
         self.num_layers = num_layers
 
     def construct(self, x):
@@ -26,8 +28,8 @@ class FFN(nn.Cell):
     def __init__(self, embed_dim=256, feedforward_dim=2048):
         super().__init__()
         self.layers = nn.CellList([
-            nn.SequentialCell([nn.Dense(embed_dim, feedforward_dim), nn.ReLU()]),
-            nn.Dense(feedforward_dim, embed_dim),
+            nn.SequentialCell([Dense(embed_dim, feedforward_dim), nn.ReLU()]),
+            Dense(feedforward_dim, embed_dim),
         ])
 
     def construct(self, x):

@@ -12,6 +12,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
+from .dense import Dense
 from .elementwise import divide
 from .levels import level_starts
 from .masking import zero_masked_rows
@@ -169,10 +170,10 @@ class MultiScaleDeformableAttention(nn.Cell):
         self.num_levels = num_levels
         self.num_points = num_points
         self.points = Tensor(np.float32(num_points))  # the divisor of box-relative offsets
-        self.sampling_offsets = nn.Dense(embed_dim, num_heads * num_levels * num_points * 2)
-        self.attention_weights = nn.Dense(embed_dim, num_heads * num_levels * num_points)
-        self.value_proj = nn.Dense(embed_dim, embed_dim)
-        self.output_proj = nn.Dense(embed_dim, embed_dim)
+        self.sampling_offsets = Dense(embed_dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = Dense(embed_dim, num_heads * num_levels * num_points)
+        self.value_proj = Dense(embed_dim, embed_dim)
+        self.output_proj = Dense(embed_dim, embed_dim)
         self.core = build_msda_core(impl)
         self._init_weights()
 

@@ -6,6 +6,7 @@ from mindspore import Tensor, nn, ops
 
 from ..layers.attention import MultiheadAttention
 from ..layers.box_ops import inverse_sigmoid
+from ..layers.dense import Dense
 from ..layers.layer_norm import build_layer_norm
 from ..layers.mlp import FFN, MLP
 from ..layers.ms_deform_attn import MultiScaleDeformableAttention
@@ -36,7 +37,7 @@ class DecoderLayer(nn.Cell):
 
 
 def _class_head(embed_dim, num_classes):
-    head = nn.Dense(embed_dim, num_classes)
+    head = Dense(embed_dim, num_classes)
     # prior probability 0.01 for every class (focal-loss init)
     head.bias.set_data(Tensor(np.full(num_classes, -math.log(99.0), np.float32)))
     return head

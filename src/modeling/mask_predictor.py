@@ -2,6 +2,7 @@
 each token's local half with the mean of the global half over the whole level."""
 from mindspore import nn, ops
 
+from ..layers.dense import Dense
 from ..layers.extent import masked_mean
 from ..layers.layer_norm import build_layer_norm
 from ..layers.portable_backward import build_gelu, concat
@@ -22,15 +23,15 @@ class MaskPredictor(nn.Cell):
         self.h_dim = h_dim
         self.layer1 = nn.SequentialCell([
             build_layer_norm(in_dim, layer_norm_impl),
-            nn.Dense(in_dim, h_dim),
+            Dense(in_dim, h_dim),
             build_gelu(gelu_impl),
         ])
         self.layer2 = nn.SequentialCell([
-            nn.Dense(h_dim, h_dim // 2),
+            Dense(h_dim, h_dim // 2),
             build_gelu(gelu_impl),
-            nn.Dense(h_dim // 2, h_dim // 4),
+            Dense(h_dim // 2, h_dim // 4),
             build_gelu(gelu_impl),
-            nn.Dense(h_dim // 4, 1),
+            Dense(h_dim // 4, 1),
         ])
 
     def construct(self, x, in_extent=None):

@@ -5,6 +5,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
+from ..layers.dense import Dense
 from ..layers.elementwise import divide
 from ..layers.extent import inside, rank_last_outside
 from ..layers.layer_norm import build_layer_norm
@@ -82,7 +83,7 @@ class FocusDETRTransformer(nn.Cell):
         self.level_embeds = Parameter(initializer(Normal(1.0), (num_levels, embed_dim), ms.float32))
         self.tgt_embed = nn.Embedding(num_queries, embed_dim,
                                       embedding_table=initializer(XavierUniform(), (num_queries, embed_dim)))
-        self.enc_output = nn.Dense(embed_dim, embed_dim)
+        self.enc_output = Dense(embed_dim, embed_dim)
         self.enc_output_norm = build_layer_norm(embed_dim, layer_norm_impl)
         self.capture = False
 

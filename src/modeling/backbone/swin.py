@@ -36,6 +36,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from ...layers.attention import build_window_attention
+from ...layers.dense import Dense
 from ...layers.layer_norm import build_layer_norm
 from ...layers.portable_backward import build_gelu, concat
 
@@ -170,7 +171,7 @@ def _gather_tokens(x, rows):
 
 def _dense(in_dim, out_dim, has_bias=True):
     # reference init (``_init_weights``): trunc_normal(std=0.02) weights, zero biases
-    return nn.Dense(in_dim, out_dim, weight_init=TruncatedNormal(0.02), bias_init="zeros",
+    return Dense(in_dim, out_dim, weight_init=TruncatedNormal(0.02), bias_init="zeros",
                     has_bias=has_bias)
 
 
