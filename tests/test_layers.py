@@ -8,6 +8,8 @@ from mindspore import Tensor, nn, ops
 
 from src.layers.attention import MASK_VALUE, MultiheadAttention, head_rows, softmax_product
 from src.layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid, pairwise_generalized_box_iou
+from src.layers.compile_time import arange_along
+from src.layers.dense import Dense
 from src.layers.elementwise import divide
 from src.layers.extent import smallest
 from src.layers.masking import logical_not, masked_fill, zero_masked_rows
@@ -376,3 +378,43 @@ def test_divide_equals_true_division_and_keeps_its_constant_small_in_mindir(mode
     np.testing.assert_array_equal(net(Tensor(x)).asnumpy(), x / divisor)
     ms.export(net, Tensor(x), file_name=str(tmp_path / "divide"), file_format="MINDIR")
     assert (tmp_path / "divide.mindir").stat().st_size < 100_000
+
+
+@pytest.mark.parametrize("shape", [(5, 6), (2, 5, 6), (2, 3, 4, 6)])
+@pytest.mark.parametrize("has_bias", [True, False])
+def test_dense_equals_nn_dense_forward_and_backward(mode, shape, has_bias):
+    """The Dense of fewer graph nodes (dense.py) computes what nn.Dense does, for inputs of any
+    rank, with or without a bias: same output, input and parameter gradients, bit for bit."""
+    x = RNG.normal(size=shape).astype(np.float32)
+    weights = RNG.normal(size=shape[:-1] + (7,)).astype(np.float32)
+    ours, theirs = Dense(6, 7, has_bias=has_bias), nn.Dense(6, 7, has_bias=has_bias)
+    for mine, other in zip(ours.get_parameters(), theirs.get_parameters()):
+        assert mine.name == other.name
+        mine.set_data(Tensor(RNG.normal(size=other.shape).astype(np.float32)))
+        other.set_data(mine.value().copy())
+    np.testing.assert_array_equal(ours(Tensor(x)).asnumpy(), theirs(Tensor(x)).asnumpy())
+    assert ours(Tensor(x)).shape == shape[:-1] + (7,)
+    grads = [ms.grad(WeightedSum(net, weights), grad_position=0, weights=net.trainable_params())(Tensor(x))
+             for net in (ours, theirs)]
+    np.testing.assert_array_equal(grads[0][0].asnumpy(), grads[1][0].asnumpy())
+    assert len(grads[0][1]) == len(grads[1][1]) == (2 if has_bias else 1)
+    for mine, other in zip(grads[0][1], grads[1][1]):
+        np.testing.assert_array_equal(mine.asnumpy(), other.asnumpy())
+
+
+def _with_row_and_column_indices(x):
+    return x + arange_along(x.shape[1], x.dtype, 1, 3), arange_along(x.shape[2], ms.int32, -1, 3)
+
+
+def _with_indexed_aranges(x):
+    return (x + ops.arange(x.shape[1], dtype=x.dtype)[None, :, None],
+            ops.arange(x.shape[2], dtype=ms.int32)[None, None, :])
+
+
+def test_arange_along_is_the_indexed_arange(mode):
+    """The compile-time index vector (compile_time.py) equals ops.arange indexed with None on
+    the other axes: values, shape and dtype."""
+    x = Tensor(RNG.normal(size=(2, 3, 5)).astype(np.float32))
+    for ours, theirs in zip(Fn(_with_row_and_column_indices)(x), Fn(_with_indexed_aranges)(x)):
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(ours.asnumpy(), theirs.asnumpy())
