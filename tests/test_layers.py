@@ -402,6 +402,12 @@ def test_dense_equals_nn_dense_forward_and_backward(mode, shape, has_bias):
         np.testing.assert_array_equal(mine.asnumpy(), other.asnumpy())
 
 
+def test_dense_refuses_an_activation():
+    """Its construct applies none: an activation argument would be dropped silently."""
+    with pytest.raises(ValueError, match="no activation"):
+        Dense(6, 7, activation="relu")
+
+
 def _with_row_and_column_indices(x):
     return x + arange_along(x.shape[1], x.dtype, 1, 3), arange_along(x.shape[2], ms.int32, -1, 3)
 

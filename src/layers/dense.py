@@ -16,7 +16,13 @@ def _output_shape(input_shape, out_channels):
 
 
 class Dense(nn.Dense):
-    """y = x W^T + b over the last axis of x, for inputs of any rank (no activation)."""
+    """y = x W^T + b over the last axis of x, for inputs of any rank; ``nn.Dense``'s arguments
+    except ``activation`` (this construct applies none: a Cell after it does)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.activation_flag:
+            raise ValueError("Dense applies no activation; put the activation Cell after it")
 
     def construct(self, x):
         y = self.matmul(x.reshape(-1, x.shape[-1]), self.weight)

@@ -171,8 +171,7 @@ def _gather_tokens(x, rows):
 
 def _dense(in_dim, out_dim, has_bias=True):
     # reference init (``_init_weights``): trunc_normal(std=0.02) weights, zero biases
-    return Dense(in_dim, out_dim, weight_init=TruncatedNormal(0.02), bias_init="zeros",
-                    has_bias=has_bias)
+    return Dense(in_dim, out_dim, weight_init=TruncatedNormal(0.02), bias_init="zeros", has_bias=has_bias)
 
 
 def _pad_bottom_right(x, pad_b, pad_r):
